@@ -1,0 +1,24 @@
+//! whospoke: real-time streaming speaker diarization.
+//!
+//! Pipeline (one module per stage; see docs/architecture.md):
+//! capture/decode -> ring -> `vad` thread (resample + webrtc-vad) -> ring -> `embed` thread
+//! (incremental `fbank` + CAM++) -> `cluster` (online speakers) -> `turns` -> events -> sinks (`output`).
+
+pub mod capture;
+pub mod cluster;
+pub mod decode;
+pub mod embed;
+pub mod error;
+pub mod events;
+pub mod fbank;
+pub mod output;
+pub mod pipeline;
+pub mod resample;
+pub mod runtime;
+pub mod turns;
+pub mod vad;
+
+pub use error::{Error, Result};
+
+/// Sample rate of everything after the resampler.
+pub const SAMPLE_RATE: u32 = 16_000;
