@@ -4,7 +4,22 @@
 //! number of 16 kHz samples processed (never the wall clock). The JSON form of each event is the
 //! documented schema in `docs/jsonl-schema.md` (`serde` tag `type`, snake_case).
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+/// Serialises seconds rounded to the millisecond (stream times and durations).
+fn ms<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 1000.0).round() / 1000.0)
+}
+
+/// Serialises a float rounded to three decimals.
+fn r3<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(((*v as f64) * 1000.0).round() / 1000.0)
+}
+
+/// Serialises a level rounded to 0.1 dB.
+fn r1<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(((*v as f64) * 10.0).round() / 10.0)
+}
 
 /// A speaker label as printed: `S1`, `S2`, ... in order of first appearance (or a name once renamed).
 pub type SpeakerLabel = String;
@@ -27,12 +42,15 @@ pub struct Turn {
     /// Speaker label (`S1`...).
     pub speaker: SpeakerLabel,
     /// Start, seconds of stream time.
+    #[serde(serialize_with = "ms")]
     pub start: f64,
     /// End, seconds of stream time.
+    #[serde(serialize_with = "ms")]
     pub end: f64,
     /// Tentative or final.
     pub status: Status,
     /// Confidence in [0, 1] that the speaker label is right (mean cosine margin, clamped).
+    #[serde(serialize_with = "r3")]
     pub confidence: f32,
 }
 
@@ -40,6 +58,7 @@ pub struct Turn {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
     /// Input level of the last period, dBFS (RMS), -120 for digital silence.
+    #[serde(serialize_with = "r1")]
     pub level_db: f32,
     /// Whether the VAD currently hears speech.
     pub speech: bool,
@@ -47,9 +66,11 @@ pub struct Health {
     pub dropped_samples: u64,
     /// How far behind live the newest label is, seconds (stream time of audio received minus
     /// stream time of the newest labelled audio).
+    #[serde(serialize_with = "ms")]
     pub label_lag: f64,
     /// Processing time per second of audio over the last period (embedding + fbank + VAD), a
     /// real-time factor; 1.0 means the machine just keeps up.
+    #[serde(serialize_with = "r3")]
     pub load: f32,
 }
 
@@ -59,6 +80,7 @@ pub struct Health {
 pub enum Event {
     /// The stream started.
     Start {
+        #[serde(serialize_with = "ms")]
         time: f64,
         /// Input name: file path, `stdin`, or the device name.
         input: String,
@@ -68,29 +90,35 @@ pub enum Event {
     },
     /// A turn was opened, extended or finalised. Same `id` = same turn.
     Turn {
+        #[serde(serialize_with = "ms")]
         time: f64,
         #[serde(flatten)]
         turn: Turn,
     },
     /// A label already emitted changed (the turn `id` now belongs to `to`).
     Relabel {
+        #[serde(serialize_with = "ms")]
         time: f64,
         id: u64,
         from: SpeakerLabel,
         to: SpeakerLabel,
+        #[serde(serialize_with = "ms")]
         start: f64,
+        #[serde(serialize_with = "ms")]
         end: f64,
     },
     /// A new speaker appeared.
     Speaker { time: f64, speaker: SpeakerLabel },
     /// A speaker was renamed by the user; all later output uses the new name.
     Rename {
+        #[serde(serialize_with = "ms")]
         time: f64,
         from: SpeakerLabel,
         to: SpeakerLabel,
     },
     /// Audio was lost (ring overflow or device gap). Never silent.
     Dropped {
+        #[serde(serialize_with = "ms")]
         time: f64,
         /// Input-rate samples lost in this incident.
         samples: u64,
@@ -100,12 +128,14 @@ pub enum Event {
     },
     /// Periodic status.
     Status {
+        #[serde(serialize_with = "ms")]
         time: f64,
         #[serde(flatten)]
         health: Health,
     },
     /// The stream ended; all turns are final.
     End {
+        #[serde(serialize_with = "ms")]
         time: f64,
         speakers: Vec<SpeakerLabel>,
         dropped_samples: u64,
@@ -126,4 +156,13 @@ impl Event {
             | Event::End { time, .. } => *time,
         }
     }
+}
+
+/// Requests from a sink (the dashboard) back to the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Give speaker `speaker` (current label, e.g. `S2`) the name `name` in every output from now on.
+    Rename { speaker: SpeakerLabel, name: String },
+    /// Stop the stream: finalise pending turns, flush outputs and end.
+    Stop,
 }

@@ -4,17 +4,21 @@
 //! capture/decode -> ring -> `vad` thread (resample + webrtc-vad) -> ring -> `embed` thread
 //! (incremental `fbank` + CAM++) -> `cluster` (online speakers) -> `turns` -> events -> sinks (`output`).
 
+pub mod analysis;
 pub mod capture;
 pub mod cluster;
 pub mod decode;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod events;
 pub mod fbank;
 pub mod output;
 pub mod pipeline;
 pub mod resample;
+pub mod ring;
 pub mod runtime;
+pub mod tui;
 pub mod turns;
 pub mod vad;
 

@@ -1,1 +1,436 @@
-fn main() {}
+//! whospoke command line: a thin layer over the library pipeline.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use whospoke::analysis::WindowConfig;
+use whospoke::cluster::ClusterConfig;
+use whospoke::decode::{self, InputFormat, RawSampleFormat};
+use whospoke::events::Event;
+use whospoke::output::{Format, LabelWriter, RttmFile, SinkError};
+use whospoke::pipeline::{self, Config, Running, Source};
+use whospoke::turns::TurnConfig;
+use whospoke::vad::VadConfig;
+
+/// Real-time streaming speaker diarization: who is speaking now.
+///
+/// With no INPUT, listens to the default microphone (or, on a machine without one, plays a bundled
+/// demo conversation in real time). INPUT may be an audio file (WAV, FLAC, MP3, OGG) or `-` for raw
+/// PCM on stdin.
+///
+/// Examples:
+///   whospoke                                   live from the default microphone
+///   whospoke --device "USB" --format jsonl     live from a named device, JSON lines on stdout
+///   whospoke meeting.wav --format rttm > meeting.rttm
+///   sox in.wav -t raw -r 16000 -e signed -b 16 -c 1 - | whospoke - --rate 16000 --format jsonl
+///   whospoke devices                           list input devices
+///   whospoke eval REF HYP --collar 0.25        score RTTM files (DER, JER)
+#[derive(Parser, Debug)]
+#[command(name = "whospoke", version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List audio input devices (names to pass to --device).
+    Devices,
+    /// Score RTTM hypotheses against references: DER (miss, false alarm, confusion), JER, speaker counts.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Reference RTTM file or directory of *.rttm.
+    reference: PathBuf,
+    /// Hypothesis RTTM file or directory of *.rttm.
+    hypothesis: PathBuf,
+    /// Seconds not scored on each side of every reference boundary (md-eval convention).
+    #[arg(long, default_value_t = 0.0)]
+    collar: f64,
+    /// Do not score regions where two or more reference speakers overlap.
+    #[arg(long)]
+    skip_overlap: bool,
+    /// Directory holding <uri>.wav, whose lengths bound the scored region (default: the reference directory).
+    #[arg(long)]
+    audio_dir: Option<PathBuf>,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Audio file, or `-` for raw PCM on stdin. Default: the microphone.
+    input: Option<String>,
+
+    /// Input device name (exact, or a case-insensitive part of it); see `whospoke devices`.
+    #[arg(long, short = 'd', value_name = "NAME")]
+    device: Option<String>,
+
+    /// Output format on stdout [default: jsonl when stdout is not a terminal, text otherwise].
+    #[arg(long, short = 'f', value_enum)]
+    format: Option<Format>,
+
+    /// Also write the final RTTM to FILE (appended turn by turn, rewritten sorted at the end).
+    #[arg(long, value_name = "FILE")]
+    rttm: Option<PathBuf>,
+
+    /// Pace a file in real time, like a microphone (default: as fast as possible).
+    #[arg(long)]
+    realtime: bool,
+
+    /// Show the live dashboard (default when stdout is a terminal).
+    #[arg(long, conflicts_with = "no_tui")]
+    tui: bool,
+    /// Never show the dashboard.
+    #[arg(long)]
+    no_tui: bool,
+
+    /// stdin: sample rate of the raw PCM.
+    #[arg(long, default_value_t = 16000, value_name = "HZ")]
+    rate: u32,
+    /// stdin: channel count of the raw PCM.
+    #[arg(long, default_value_t = 1)]
+    channels: u16,
+    /// stdin: sample format of the raw PCM.
+    #[arg(long, value_enum, default_value_t = RawFormatArg::S16le)]
+    sample_format: RawFormatArg,
+
+    /// Seconds after which labels become final (labels are tentative before).
+    #[arg(long, default_value_t = TurnConfig::default().final_delay, value_name = "SECONDS")]
+    latency: f64,
+    /// Longest embedding window, seconds.
+    #[arg(long, default_value_t = WindowConfig::default().window, value_name = "SECONDS")]
+    window: f64,
+    /// Step between embedding windows inside speech, seconds.
+    #[arg(long, default_value_t = WindowConfig::default().step, value_name = "SECONDS")]
+    step: f64,
+    /// Cosine similarity at which a window joins a known speaker (higher = more speakers).
+    #[arg(long, default_value_t = ClusterConfig::default().assign_threshold, value_name = "COS")]
+    threshold: f32,
+    /// Cosine similarity below which a window may start a new speaker.
+    #[arg(long, default_value_t = ClusterConfig::default().new_speaker_threshold, value_name = "COS")]
+    new_speaker_threshold: f32,
+    /// Most speakers to tell apart (0 = no limit).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    max_speakers: usize,
+    /// VAD aggressiveness, 0 (keeps most) to 3 (rejects most non-speech).
+    #[arg(long, default_value_t = VadConfig::default().aggressiveness, value_parser = clap::value_parser!(u8).range(0..=3))]
+    vad_aggressiveness: u8,
+    /// VAD frame length in ms: 10, 20 or 30.
+    #[arg(long, default_value_t = VadConfig::default().frame_ms, value_parser = parse_frame_ms, value_name = "MS")]
+    vad_frame_ms: u32,
+    /// Speech continues this long after the last voiced frame, ms.
+    #[arg(long, default_value_t = VadConfig::default().hangover_ms, value_name = "MS")]
+    vad_hangover_ms: u32,
+    /// ONNX Runtime threads for the embedding model.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Directory holding the ONNX models (default: found next to the binary or in the source tree).
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+    /// Log more (-v info, -vv debug) to stderr.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum RawFormatArg {
+    S16le,
+    S32le,
+    F32le,
+    U8,
+}
+
+fn parse_frame_ms(s: &str) -> std::result::Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v @ (10 | 20 | 30)) => Ok(v),
+        _ => Err(format!("must be 10, 20 or 30, not {s}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.run.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("whospoke: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "whospoke=warn",
+        1 => "whospoke=info",
+        _ => "whospoke=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHOSPOKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Some(Command::Devices) => devices(),
+        Some(Command::Eval(a)) => eval(a),
+        None => diarize(cli.run),
+    }
+}
+
+fn devices() -> Result<ExitCode> {
+    let list = whospoke::capture::list_input_devices().context("cannot list input devices")?;
+    if list.is_empty() {
+        eprintln!("no audio input devices found");
+        return Ok(ExitCode::from(1));
+    }
+    for d in list {
+        println!(
+            "{}{}  ({} Hz, {} ch)",
+            if d.is_default { "* " } else { "  " },
+            d.name,
+            d.sample_rate,
+            d.channels
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(a: EvalArgs) -> Result<ExitCode> {
+    let opts = whospoke::eval::EvalOptions {
+        collar: a.collar,
+        skip_overlap: a.skip_overlap,
+        audio_dir: a.audio_dir,
+        durations: None,
+    };
+    let report = whospoke::eval::evaluate(&a.reference, &a.hypothesis, &opts)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    print!("{}", report.to_table());
+    if let Some(p) = a.json {
+        let f = std::fs::File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
+        serde_json::to_writer_pretty(f, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finds the bundled demo conversation.
+fn demo_path() -> Option<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(d) = std::env::var_os("WHOSPOKE_ASSETS") {
+        c.push(PathBuf::from(d).join("demo/demo.flac"));
+    }
+    if let Some(exe) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        c.push(exe.join("assets/demo/demo.flac"));
+        c.push(exe.join("../share/whospoke/assets/demo/demo.flac"));
+    }
+    c.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/demo.flac")));
+    c.into_iter().find(|p| p.is_file())
+}
+
+fn config(a: &RunArgs, live: bool) -> Config {
+    Config {
+        vad: VadConfig {
+            frame_ms: a.vad_frame_ms,
+            aggressiveness: a.vad_aggressiveness,
+            hangover_ms: a.vad_hangover_ms,
+            ..VadConfig::default()
+        },
+        windows: WindowConfig {
+            window: a.window,
+            step: a.step,
+            min_window: WindowConfig::default().min_window.min(a.window),
+            trusted_window: WindowConfig::default().trusted_window.min(a.window),
+        },
+        cluster: ClusterConfig {
+            assign_threshold: a.threshold,
+            new_speaker_threshold: a.new_speaker_threshold.min(a.threshold),
+            max_speakers: a.max_speakers,
+            ..ClusterConfig::default()
+        },
+        turns: TurnConfig {
+            final_delay: a.latency,
+            ..TurnConfig::default()
+        },
+        threads: a.threads,
+        ring_seconds: if live { 4.0 } else { 2.0 },
+    }
+}
+
+fn uri_for(input: &Option<String>, mic: bool) -> String {
+    match input.as_deref() {
+        Some("-") => "stdin".into(),
+        Some(p) if !mic => Path::new(p)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "input".into()),
+        _ => "mic".into(),
+    }
+}
+
+fn diarize(a: RunArgs) -> Result<ExitCode> {
+    let stdout_tty = std::io::stdout().is_terminal();
+    let format = a
+        .format
+        .unwrap_or(if stdout_tty { Format::Text } else { Format::Jsonl });
+    if a.tui {
+        bail!("the dashboard is not built into this version yet; drop --tui");
+    }
+    if a.input.is_some() && a.device.is_some() {
+        bail!("give either an input file (or `-`) or --device, not both");
+    }
+    // Check everything that can be checked before audio flows.
+    let models = whospoke::runtime::locate_models(a.models.as_deref())?;
+    whospoke::runtime::init_onnxruntime()?;
+
+    let (source, live, uri) = match a.input.as_deref() {
+        Some("-") => {
+            let fmt = InputFormat {
+                sample_rate: a.rate,
+                channels: a.channels,
+            };
+            let sf = match a.sample_format {
+                RawFormatArg::S16le => RawSampleFormat::S16Le,
+                RawFormatArg::S32le => RawSampleFormat::S32Le,
+                RawFormatArg::F32le => RawSampleFormat::F32Le,
+                RawFormatArg::U8 => RawSampleFormat::U8,
+            };
+            let src = decode::open_raw(Box::new(std::io::stdin()), "stdin", fmt, sf)?;
+            (
+                Source::Stream {
+                    source: src,
+                    realtime: a.realtime,
+                },
+                false,
+                "stdin".to_string(),
+            )
+        }
+        Some(path) => {
+            let src = decode::open_file(Path::new(path))?;
+            (
+                Source::Stream {
+                    source: src,
+                    realtime: a.realtime,
+                },
+                a.realtime,
+                uri_for(&a.input, false),
+            )
+        }
+        None => {
+            let has_input = a.device.is_some()
+                || whospoke::capture::list_input_devices()
+                    .map(|l| !l.is_empty())
+                    .unwrap_or(false);
+            if has_input {
+                (
+                    Source::Microphone {
+                        device: a.device.clone(),
+                    },
+                    true,
+                    "mic".to_string(),
+                )
+            } else {
+                let demo = demo_path().context(
+                    "no audio input device found, and the bundled demo (assets/demo/demo.flac) is missing",
+                )?;
+                eprintln!(
+                    "whospoke: no microphone found; playing the bundled demo conversation {} in real time \
+                     (give a file, `-`, or --device to choose an input)",
+                    demo.display()
+                );
+                let src = decode::open_file(&demo)?;
+                (
+                    Source::Stream {
+                        source: src,
+                        realtime: true,
+                    },
+                    true,
+                    "demo".to_string(),
+                )
+            }
+        }
+    };
+    let mut rttm = match &a.rttm {
+        Some(p) => Some(RttmFile::create(p, &uri)?),
+        None => None,
+    };
+    let running = pipeline::start(source, config(&a, live), &models)?;
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, running.stop.clone())
+            .context("cannot install signal handlers")?;
+    }
+    let result = pump(&running, format, &uri, &mut rttm);
+    let joined = running.join();
+    if let Some(r) = rttm {
+        r.finish()?;
+    }
+    result?;
+    joined?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Moves events from the pipeline to stdout and the RTTM file until the stream ends.
+fn pump(
+    running: &Running,
+    format: Format,
+    uri: &str,
+    rttm: &mut Option<RttmFile>,
+) -> Result<()> {
+    let stdout = std::io::stdout().lock();
+    let mut writer = LabelWriter::new(stdout, format, uri);
+    let mut stdout_open = true;
+    let mut first_error: Option<anyhow::Error> = None;
+    for ev in running.events.iter() {
+        if let Some(f) = rttm.as_mut() {
+            if let Err(e) = f.write(&ev) {
+                first_error.get_or_insert(e.into());
+                running.request_stop();
+            }
+        }
+        if stdout_open {
+            match writer.write(&ev) {
+                Ok(()) => {}
+                Err(SinkError::Closed) => {
+                    // The reader went away (`| head`): stop quietly, still finishing the RTTM file.
+                    stdout_open = false;
+                    running.request_stop();
+                }
+                Err(SinkError::Failed(e)) => {
+                    stdout_open = false;
+                    first_error.get_or_insert(anyhow::Error::new(e).context("cannot write to stdout"));
+                    running.request_stop();
+                }
+            }
+        }
+        if let Event::End { speakers, .. } = &ev {
+            if speakers.is_empty() {
+                eprintln!("whospoke: no speech found");
+            }
+        }
+    }
+    if stdout_open {
+        let _ = writer.flush();
+    }
+    let _ = running.stop.load(Ordering::Relaxed);
+    first_error.map_or(Ok(()), Err)
+}

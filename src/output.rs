@@ -1,1 +1,330 @@
-//! (being written)
+//! Sinks: the label formats on stdout (JSON lines, RTTM, text) and the RTTM file.
+//!
+//! stdout carries labels only (logs go to stderr). Each line is flushed as soon as it is written so a
+//! reading program sees labels live. A closed stdout (`| head`) is reported as
+//! [`SinkError::Closed`] so the caller can stop quietly.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::events::{Event, Status, Turn};
+use crate::{Error, Result};
+
+/// Output format on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line (schema: docs/jsonl-schema.md).
+    Jsonl,
+    /// Standard RTTM, final turns only.
+    Rttm,
+    /// Lines for people.
+    Text,
+}
+
+/// Why a sink stopped.
+#[derive(Debug)]
+pub enum SinkError {
+    /// The reader went away (broken pipe): stop quietly.
+    Closed,
+    /// Any other write error.
+    Failed(io::Error),
+}
+
+impl From<io::Error> for SinkError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            SinkError::Closed
+        } else {
+            SinkError::Failed(e)
+        }
+    }
+}
+
+/// Replaces whitespace in a speaker name so an RTTM line keeps its ten fields.
+pub fn rttm_name(name: &str) -> String {
+    name.split_whitespace().collect::<Vec<_>>().join("_")
+}
+
+/// One RTTM line (no trailing newline).
+pub fn rttm_line(uri: &str, t: &Turn) -> String {
+    format!(
+        "SPEAKER {} 1 {:.3} {:.3} <NA> <NA> {} <NA> <NA>",
+        rttm_name(uri),
+        t.start,
+        (t.end - t.start).max(0.0),
+        rttm_name(&t.speaker)
+    )
+}
+
+fn clock(t: f64) -> String {
+    let t = t.max(0.0);
+    let m = (t / 60.0).floor() as u64;
+    let s = t - m as f64 * 60.0;
+    format!("{m:02}:{s:05.2}")
+}
+
+/// Writes events to a stream in one format.
+pub struct LabelWriter<W: Write> {
+    out: W,
+    format: Format,
+    uri: String,
+}
+
+impl<W: Write> LabelWriter<W> {
+    /// New writer; `uri` names the recording in RTTM lines.
+    pub fn new(out: W, format: Format, uri: &str) -> Self {
+        Self {
+            out,
+            format,
+            uri: uri.to_string(),
+        }
+    }
+
+    /// Writes one event (if the format shows it) and flushes.
+    pub fn write(&mut self, ev: &Event) -> std::result::Result<(), SinkError> {
+        match self.format {
+            Format::Jsonl => {
+                serde_json::to_writer(&mut self.out, ev).map_err(io::Error::from)?;
+                self.out.write_all(b"\n")?;
+            }
+            Format::Rttm => {
+                if let Event::Turn { turn, .. } = ev {
+                    if turn.status == Status::Final {
+                        writeln!(self.out, "{}", rttm_line(&self.uri, turn))?;
+                    }
+                }
+            }
+            Format::Text => self.write_text(ev)?,
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn write_text(&mut self, ev: &Event) -> io::Result<()> {
+        match ev {
+            Event::Start {
+                input,
+                sample_rate,
+                channels,
+                ..
+            } => writeln!(
+                self.out,
+                "# listening to {input} ({sample_rate} Hz, {channels} ch)"
+            ),
+            Event::Turn { turn, .. } if turn.status == Status::Final => writeln!(
+                self.out,
+                "{} - {}  {:<8} ({:.1} s, confidence {:.2})",
+                clock(turn.start),
+                clock(turn.end),
+                turn.speaker,
+                turn.end - turn.start,
+                turn.confidence
+            ),
+            Event::Speaker { time, speaker } => {
+                writeln!(self.out, "# {} new speaker {speaker}", clock(*time))
+            }
+            Event::Relabel {
+                id, from, to, start, end, ..
+            } => writeln!(
+                self.out,
+                "# turn {id} ({} - {}) changed from {from} to {to}",
+                clock(*start),
+                clock(*end)
+            ),
+            Event::Rename { from, to, .. } => writeln!(self.out, "# {from} is now called {to}"),
+            Event::Dropped {
+                time,
+                samples,
+                total,
+                reason,
+            } => writeln!(
+                self.out,
+                "# {} WARNING: {samples} samples of audio lost ({total} in all): {reason}",
+                clock(*time)
+            ),
+            Event::End {
+                time,
+                speakers,
+                dropped_samples,
+            } => {
+                let who = if speakers.is_empty() {
+                    "no speech found".to_string()
+                } else {
+                    format!("{} speaker(s): {}", speakers.len(), speakers.join(", "))
+                };
+                writeln!(
+                    self.out,
+                    "# end at {}: {who}; {dropped_samples} samples dropped",
+                    clock(*time)
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Flushes the stream.
+    pub fn flush(&mut self) -> std::result::Result<(), SinkError> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// The `--rttm FILE` output: final turns appended line by line as they are decided (a crash leaves
+/// every complete line), rewritten sorted with the speakers' final names at the end (atomically,
+/// through a temporary file and a rename).
+pub struct RttmFile {
+    path: PathBuf,
+    uri: String,
+    file: BufWriter<File>,
+    turns: Vec<Turn>,
+}
+
+impl RttmFile {
+    /// Creates (truncates) the file now, so an unwritable path fails before any audio is processed.
+    pub fn create(path: &Path, uri: &str) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::Output {
+            what: path.display().to_string(),
+            source: e,
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            uri: uri.to_string(),
+            file: BufWriter::new(file),
+            turns: Vec::new(),
+        })
+    }
+
+    fn err(&self, e: io::Error) -> Error {
+        Error::Output {
+            what: self.path.display().to_string(),
+            source: e,
+        }
+    }
+
+    /// Takes an event: final turns are appended; renames update the names used at the end.
+    pub fn write(&mut self, ev: &Event) -> Result<()> {
+        match ev {
+            Event::Turn { turn, .. } if turn.status == Status::Final => {
+                writeln!(self.file, "{}", rttm_line(&self.uri, turn)).map_err(|e| self.err(e))?;
+                self.file.flush().map_err(|e| self.err(e))?;
+                self.turns.push(turn.clone());
+            }
+            Event::Rename { from, to, .. } => {
+                for t in self.turns.iter_mut().filter(|t| &t.speaker == from) {
+                    t.speaker = to.clone();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file sorted by start time, atomically.
+    pub fn finish(mut self) -> Result<()> {
+        self.file.flush().map_err(|e| self.err(e))?;
+        let mut turns = std::mem::take(&mut self.turns);
+        turns.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let tmp = self.path.with_extension("rttm.tmp");
+        let write = || -> io::Result<()> {
+            let mut f = BufWriter::new(File::create(&tmp)?);
+            for t in &turns {
+                writeln!(f, "{}", rttm_line(&self.uri, t))?;
+            }
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn turn(id: u64, spk: &str, s: f64, e: f64, status: Status) -> Event {
+        Event::Turn {
+            time: e,
+            turn: Turn {
+                id,
+                speaker: spk.into(),
+                start: s,
+                end: e,
+                status,
+                confidence: 0.9,
+            },
+        }
+    }
+
+    #[test]
+    fn rttm_only_final_turns() {
+        let mut buf = Vec::new();
+        {
+            let mut w = LabelWriter::new(&mut buf, Format::Rttm, "my file");
+            w.write(&turn(1, "S1", 0.5, 1.25, Status::Tentative)).unwrap();
+            w.write(&turn(1, "S1", 0.5, 1.5, Status::Final)).unwrap();
+        }
+        let s = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            s,
+            "SPEAKER my_file 1 0.500 1.000 <NA> <NA> S1 <NA> <NA>\n"
+        );
+    }
+
+    #[test]
+    fn jsonl_schema_fields() {
+        let mut buf = Vec::new();
+        LabelWriter::new(&mut buf, Format::Jsonl, "x")
+            .write(&turn(7, "S2", 1.0, 2.0, Status::Final))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["type"], "turn");
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["speaker"], "S2");
+        assert_eq!(v["status"], "final");
+        assert_eq!(v["start"], 1.0);
+        assert_eq!(v["end"], 2.0);
+    }
+
+    #[test]
+    fn broken_pipe_is_closed() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = LabelWriter::new(Broken, Format::Jsonl, "x");
+        assert!(matches!(
+            w.write(&turn(1, "S1", 0.0, 1.0, Status::Final)),
+            Err(SinkError::Closed)
+        ));
+    }
+
+    #[test]
+    fn rttm_file_is_valid_after_each_turn_and_renamed_at_end() {
+        let dir = std::env::temp_dir().join(format!("whospoke-rttm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("out.rttm");
+        let mut f = RttmFile::create(&p, "meet").unwrap();
+        f.write(&turn(2, "S2", 3.0, 4.0, Status::Final)).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 1);
+        f.write(&turn(1, "S1", 1.0, 2.0, Status::Final)).unwrap();
+        f.write(&Event::Rename {
+            time: 5.0,
+            from: "S2".into(),
+            to: "Ann Lee".into(),
+        })
+        .unwrap();
+        f.finish().unwrap();
+        let s = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains(" S1 "));
+        assert!(lines[1].contains(" Ann_Lee "));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

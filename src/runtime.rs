@@ -1,1 +1,307 @@
-//! (being written)
+//! Finding and loading the ONNX Runtime shared library, and locating (and verifying) the model files.
+//!
+//! ONNX Runtime is loaded dynamically (`ort` with `load-dynamic`); `scripts/fetch-onnxruntime.sh` downloads the
+//! pinned 1.31.1 build into the user cache. The models are the ONNX files in the repository's `models/`, exported
+//! by `models/export_*.py` and pinned here by sha256.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// ONNX Runtime version fetched by `scripts/fetch-onnxruntime.sh` (ort 2.0.0-rc.15 wraps ONNX Runtime 1.31).
+pub const ORT_VERSION: &str = "1.31.1";
+
+/// CAM++ speaker embedding model: `feats` [B, T, 80] -> `embedding` [B, 192].
+pub const CAMPPLUS_FILE: &str = "campplus.onnx";
+/// sha256 of `models/campplus.onnx` (models/export_campplus.py).
+pub const CAMPPLUS_SHA256: &str =
+    "433893672d30524f49c25d7c96e3d179b076f939767c2f438cef5f4e7e307feb";
+/// CAM++ with weighted statistics pooling: `feats` [B, T, 80], `weights` [B, T] -> `embedding` [B, 192].
+pub const CAMPPLUS_WEIGHTED_FILE: &str = "campplus_weighted.onnx";
+/// sha256 of `models/campplus_weighted.onnx` (models/export_campplus.py).
+pub const CAMPPLUS_WEIGHTED_SHA256: &str =
+    "defd384aab923e7ca8f29665dde8d20fd20ab0ba21f9f84703668b8686dd0082";
+/// pyannote segmentation-3.0: `waveform` [B, 1, samples] -> `log_probs` [B, frames, 7].
+pub const SEGMENTATION_FILE: &str = "segmentation-3.0.onnx";
+/// sha256 of `models/segmentation-3.0.onnx` (models/export_segmentation.py).
+pub const SEGMENTATION_SHA256: &str =
+    "fb7ff0edc96c439ec3333886d58172c4bbb67a3957f8dda78c500e5de2ef175a";
+
+const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1.31.1"];
+
+struct Loaded {
+    path: PathBuf,
+    env: ort::environment::Environment,
+}
+
+static ORT: OnceLock<std::result::Result<Loaded, String>> = OnceLock::new();
+
+/// Finds libonnxruntime (ORT_DYLIB_PATH, next to the executable, the user cache filled by
+/// scripts/fetch-onnxruntime.sh, the repo's .cache) and initialises `ort` once. Idempotent. Error says exactly what
+/// to do.
+pub fn init_onnxruntime() -> Result<PathBuf> {
+    loaded().map(|l| l.path.clone())
+}
+
+/// The process-wide ONNX Runtime environment (initialising ONNX Runtime first if needed). Sessions are built on it.
+pub fn environment() -> Result<ort::environment::Environment> {
+    loaded().map(|l| l.env.clone())
+}
+
+fn loaded() -> Result<&'static Loaded> {
+    ORT.get_or_init(|| {
+        let path = find_onnxruntime()?;
+        load(&path)
+    })
+    .as_ref()
+    .map_err(|e| Error::Runtime(e.clone()))
+}
+
+/// `${WHOSPOKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whospoke}` (same logic as scripts/fetch-onnxruntime.sh).
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("WHOSPOKE_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("whospoke"));
+    }
+    var("HOME").map(|h| PathBuf::from(h).join(".cache").join("whospoke"))
+}
+
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+}
+
+fn find_onnxruntime() -> std::result::Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(format!(
+            "ORT_DYLIB_PATH is set to {} but no such file exists; point it at libonnxruntime.so (ONNX Runtime {}) \
+             or unset it and run scripts/fetch-onnxruntime.sh",
+            p.display(),
+            ORT_VERSION
+        ));
+    }
+    let mut dirs = Vec::new();
+    if let Some(d) = exe_dir() {
+        dirs.push(d);
+    }
+    let ort_dir = format!("onnxruntime-{ORT_VERSION}");
+    if let Some(c) = cache_dir() {
+        dirs.push(c.join(&ort_dir));
+    }
+    dirs.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(".cache")
+            .join(&ort_dir),
+    );
+    let mut looked = Vec::new();
+    for d in &dirs {
+        for name in LIB_NAMES {
+            let p = d.join(name);
+            if p.is_file() {
+                return Ok(p);
+            }
+            looked.push(p.display().to_string());
+        }
+    }
+    Err(format!(
+        "the ONNX Runtime {ORT_VERSION} shared library was not found (looked for {}). Run \
+         scripts/fetch-onnxruntime.sh (downloads the official onnxruntime=={ORT_VERSION} wheel with pip, verifies its \
+         sha256 and installs libonnxruntime.so into {}), or set ORT_DYLIB_PATH=/path/to/libonnxruntime.so \
+         (ONNX Runtime 1.31)",
+        looked.join(", "),
+        cache_dir()
+            .map(|c| c.join(&ort_dir).display().to_string())
+            .unwrap_or_else(|| format!("$HOME/.cache/whospoke/{ort_dir}"))
+    ))
+}
+
+fn load(path: &Path) -> std::result::Result<Loaded, String> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let hint = format!(
+        "{} is not a usable ONNX Runtime {ORT_VERSION} library; run scripts/fetch-onnxruntime.sh or set \
+         ORT_DYLIB_PATH to a libonnxruntime.so from ONNX Runtime 1.31",
+        path.display()
+    );
+    // `ort` may panic (rather than return an error) on a library with an unexpected API; never let that escape.
+    let attempt = std::panic::catch_unwind(|| -> std::result::Result<_, String> {
+        let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
+        builder
+            .with_name("whospoke")
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    match attempt {
+        Ok(Ok(env)) => {
+            tracing::info!(path = %path.display(), "ONNX Runtime loaded");
+            Ok(Loaded { path, env })
+        }
+        Ok(Err(e)) => Err(format!("{hint}: {e}")),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic while loading".into());
+            Err(format!("{hint}: {why}"))
+        }
+    }
+}
+
+/// Paths of the verified model files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelPaths {
+    pub campplus: PathBuf,
+    pub segmentation: PathBuf,
+}
+
+impl ModelPaths {
+    /// Path of the weighted-pooling CAM++ variant beside `campplus` (not verified: see [`verify_model`]).
+    pub fn campplus_weighted(&self) -> PathBuf {
+        self.campplus.with_file_name(CAMPPLUS_WEIGHTED_FILE)
+    }
+}
+
+/// Finds models/ (explicit dir, WHOSPOKE_MODELS, next to the executable, the compile-time repo path), checks sha256.
+///
+/// An explicit directory or WHOSPOKE_MODELS is authoritative (no fallback). Otherwise the first candidate
+/// directory holding any of the model files is used.
+pub fn locate_models(explicit: Option<&Path>) -> Result<ModelPaths> {
+    let dir = if let Some(d) = explicit {
+        d.to_path_buf()
+    } else if let Some(d) = std::env::var_os("WHOSPOKE_MODELS").filter(|v| !v.is_empty()) {
+        PathBuf::from(d)
+    } else {
+        let mut candidates = Vec::new();
+        if let Some(e) = exe_dir() {
+            candidates.push(e.join("models"));
+            candidates.push(e.join("..").join("share").join("whospoke").join("models"));
+        }
+        candidates.push(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/models"
+        )));
+        let found = candidates
+            .iter()
+            .find(|d| d.join(CAMPPLUS_FILE).is_file() || d.join(SEGMENTATION_FILE).is_file());
+        match found {
+            Some(d) => d.clone(),
+            None => {
+                let list: Vec<String> =
+                    candidates.iter().map(|d| d.display().to_string()).collect();
+                return Err(Error::Model {
+                    path: PathBuf::from(CAMPPLUS_FILE),
+                    why: format!(
+                        "missing: no models directory found (looked in {}); pass the models directory explicitly \
+                         or set WHOSPOKE_MODELS; restore it with `git checkout models/` or re-run \
+                         models/export_*.py",
+                        list.join(", ")
+                    ),
+                });
+            }
+        }
+    };
+    let campplus = dir.join(CAMPPLUS_FILE);
+    let segmentation = dir.join(SEGMENTATION_FILE);
+    verify_model(&campplus, CAMPPLUS_SHA256)?;
+    verify_model(&segmentation, SEGMENTATION_SHA256)?;
+    Ok(ModelPaths {
+        campplus,
+        segmentation,
+    })
+}
+
+/// Files already verified in this process: (path, length, mtime). Avoids re-hashing on repeated calls.
+static VERIFIED: Mutex<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> = Mutex::new(Vec::new());
+
+/// Checks that `path` exists and has sha256 `expected` (lower-case hex).
+pub fn verify_model(path: &Path, expected: &str) -> Result<()> {
+    let fix = "restore it with `git checkout models/` or re-run models/export_*.py";
+    let meta = std::fs::metadata(path).map_err(|e| Error::Model {
+        path: path.to_path_buf(),
+        why: format!("missing ({e}): {fix}"),
+    })?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Ok(v) = VERIFIED.lock() {
+        if v.contains(&key) {
+            return Ok(());
+        }
+    }
+    let got = sha256_file(path).map_err(|e| Error::Model {
+        path: path.to_path_buf(),
+        why: format!("missing or unreadable ({e}): {fix}"),
+    })?;
+    if got != expected {
+        return Err(Error::Model {
+            path: path.to_path_buf(),
+            why: format!("checksum mismatch (expected {expected}, got {got}): {fix}"),
+        });
+    }
+    if let Ok(mut v) = VERIFIED.lock() {
+        v.push(key);
+    }
+    Ok(())
+}
+
+/// sha256 of a file as lower-case hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_of_known_bytes() {
+        let dir = std::env::temp_dir().join(format!("whospoke-sha-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let err = verify_model(&p, CAMPPLUS_SHA256).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        let err = verify_model(&dir.join("nope"), CAMPPLUS_SHA256)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn explicit_models_dir_is_authoritative() {
+        let err = locate_models(Some(Path::new("/nonexistent/whospoke-models")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing"), "{err}");
+        assert!(err.contains("git checkout models/"), "{err}");
+    }
+}

@@ -1,0 +1,303 @@
+//! The analysis stage: incremental fbank over the whole stream (each 10 ms frame computed once) and
+//! CAM++ embeddings of short sliding windows inside speech.
+//!
+//! [`WindowScheduler`] decides, frame by frame, which windows to embed: while a speech region lasts,
+//! one window of up to `window` seconds ending now, every `step` seconds, once the region is
+//! `min_window` long; when a region ends, one last window over its tail (if it is not covered yet).
+//! Regions shorter than `min_window` get no embedding; the turn stage labels them from their
+//! neighbours.
+
+use std::collections::VecDeque;
+
+use crate::fbank::{StreamingFbank, FRAME_LENGTH, FRAME_SHIFT, NUM_BINS};
+use crate::{Error, Result, SAMPLE_RATE};
+
+/// Sliding-window settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowConfig {
+    /// Longest window, seconds.
+    pub window: f64,
+    /// Step between windows inside a region, seconds.
+    pub step: f64,
+    /// Shortest window embedded (and shortest region with an embedding), seconds.
+    pub min_window: f64,
+    /// Windows shorter than this do not update centroids, seconds.
+    pub trusted_window: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            window: 1.5,
+            step: 0.5,
+            min_window: 0.5,
+            trusted_window: 1.0,
+        }
+    }
+}
+
+impl WindowConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.min_window >= 0.2 && self.min_window <= self.window) {
+            return Err(Error::Config(format!(
+                "minimum window ({} s) must be between 0.2 s and the window ({} s)",
+                self.min_window, self.window
+            )));
+        }
+        if self.window.is_nan() || self.window > 10.0 {
+            return Err(Error::Config(format!(
+                "window must be at most 10 s, not {}",
+                self.window
+            )));
+        }
+        if !(self.step >= 0.05 && self.step <= self.window) {
+            return Err(Error::Config(format!(
+                "step must be between 0.05 s and the window ({} s), not {}",
+                self.window, self.step
+            )));
+        }
+        Ok(())
+    }
+    fn samples(s: f64) -> u64 {
+        (s * SAMPLE_RATE as f64).round() as u64
+    }
+}
+
+/// A window to embed: samples [start, end) of the 16 kHz stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSpan {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Decides which windows to embed as VAD frames arrive (pure logic).
+#[derive(Debug, Clone)]
+pub struct WindowScheduler {
+    window: u64,
+    step: u64,
+    min_window: u64,
+    region_start: Option<u64>,
+    last_end: u64,
+}
+
+impl WindowScheduler {
+    /// New scheduler.
+    pub fn new(cfg: &WindowConfig) -> Self {
+        Self {
+            window: WindowConfig::samples(cfg.window),
+            step: WindowConfig::samples(cfg.step),
+            min_window: WindowConfig::samples(cfg.min_window),
+            region_start: None,
+            last_end: 0,
+        }
+    }
+
+    /// Feeds one frame [start, end) with its speech decision; returns a window to embed, if due.
+    pub fn push(&mut self, start: u64, end: u64, speech: bool) -> Option<WindowSpan> {
+        match (self.region_start, speech) {
+            (None, true) => {
+                self.region_start = Some(start);
+                self.last_end = start;
+                None
+            }
+            (Some(rs), true) => {
+                let len = end - rs;
+                if len >= self.min_window.max(self.step.min(self.window)) && end - self.last_end >= self.step
+                {
+                    self.last_end = end;
+                    Some(WindowSpan {
+                        start: rs.max(end.saturating_sub(self.window)),
+                        end,
+                    })
+                } else {
+                    None
+                }
+            }
+            (Some(_), false) => self.close(start),
+            (None, false) => None,
+        }
+    }
+
+    /// Closes the open region at `end` (a non-speech frame or the end of the stream).
+    pub fn close(&mut self, end: u64) -> Option<WindowSpan> {
+        let rs = self.region_start.take()?;
+        let len = end.saturating_sub(rs);
+        let uncovered = end.saturating_sub(self.last_end);
+        if len >= self.min_window && uncovered >= self.step / 2 {
+            self.last_end = end;
+            Some(WindowSpan {
+                start: rs.max(end.saturating_sub(self.window)),
+                end,
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// The fbank frames of the recent past, indexed by absolute frame number.
+#[derive(Debug)]
+pub struct FbankHistory {
+    frames: VecDeque<[f32; NUM_BINS]>,
+    first: u64,
+    capacity: usize,
+}
+
+impl FbankHistory {
+    /// Keeps at most `capacity` frames.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            frames: VecDeque::with_capacity(capacity),
+            first: 0,
+            capacity,
+        }
+    }
+    /// Appends frame `index` (must be the next one).
+    pub fn push(&mut self, index: u64, values: &[f32]) {
+        if self.frames.is_empty() {
+            self.first = index;
+        }
+        if self.frames.len() == self.capacity {
+            self.frames.pop_front();
+            self.first += 1;
+        }
+        let mut f = [0.0f32; NUM_BINS];
+        f.copy_from_slice(&values[..NUM_BINS]);
+        self.frames.push_back(f);
+    }
+
+    /// Frames fully inside samples [start, end), copied row-major into `out`; returns the count.
+    pub fn copy_span(&self, start: u64, end: u64, out: &mut Vec<f32>) -> usize {
+        out.clear();
+        let shift = FRAME_SHIFT as u64;
+        let first_idx = start.div_ceil(shift);
+        if end < FRAME_LENGTH as u64 {
+            return 0;
+        }
+        let last_idx_excl = (end - FRAME_LENGTH as u64) / shift + 1;
+        let lo = first_idx.max(self.first);
+        let hi = last_idx_excl.min(self.first + self.frames.len() as u64);
+        for i in lo..hi {
+            out.extend_from_slice(&self.frames[(i - self.first) as usize]);
+        }
+        hi.saturating_sub(lo) as usize
+    }
+}
+
+/// Fbank + window bookkeeping for the analysis thread (the model call is done by the caller).
+pub struct FeatureTracker {
+    fbank: StreamingFbank,
+    history: FbankHistory,
+    scheduler: WindowScheduler,
+    trusted: u64,
+    buf: Vec<f32>,
+}
+
+impl FeatureTracker {
+    /// New tracker for `cfg`.
+    pub fn new(cfg: &WindowConfig) -> Result<Self> {
+        cfg.validate()?;
+        // Keep the longest window plus slack.
+        let cap = ((cfg.window + 2.0) * 100.0) as usize;
+        Ok(Self {
+            fbank: StreamingFbank::new(),
+            history: FbankHistory::new(cap),
+            scheduler: WindowScheduler::new(cfg),
+            trusted: WindowConfig::samples(cfg.trusted_window),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Feeds one VAD frame's audio. Returns a window to embed, if due.
+    pub fn push(&mut self, start: u64, audio: &[f32], speech: bool) -> Option<WindowSpan> {
+        let history = &mut self.history;
+        self.fbank.push(audio, |i, v| history.push(i, v));
+        self.scheduler
+            .push(start, start + audio.len() as u64, speech)
+    }
+
+    /// Closes the stream at sample `end`.
+    pub fn finish(&mut self, end: u64) -> Option<WindowSpan> {
+        self.scheduler.close(end)
+    }
+
+    /// The fbank frames of `span` as a [frames, 80] view, and whether the span is long enough to trust.
+    pub fn features(&mut self, span: WindowSpan) -> Result<(ndarray::ArrayView2<'_, f32>, bool)> {
+        let n = self.history.copy_span(span.start, span.end, &mut self.buf);
+        let view = ndarray::ArrayView2::from_shape((n, NUM_BINS), &self.buf[..n * NUM_BINS])
+            .map_err(|e| Error::Inference(format!("fbank window shape: {e}")))?;
+        Ok((view, span.end - span.start >= self.trusted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(s: &mut WindowScheduler, speech: &[(u64, bool)]) -> Vec<WindowSpan> {
+        // (count of 30 ms frames, speech)
+        let mut t = 0u64;
+        let mut out = Vec::new();
+        for &(n, sp) in speech {
+            for _ in 0..n {
+                if let Some(w) = s.push(t, t + 480, sp) {
+                    out.push(w);
+                }
+                t += 480;
+            }
+        }
+        out.extend(s.close(t));
+        out
+    }
+
+    #[test]
+    fn windows_slide_inside_speech() {
+        let cfg = WindowConfig::default();
+        let mut s = WindowScheduler::new(&cfg);
+        // 0.3 s silence, 4.8 s speech, 0.6 s silence.
+        let w = frames(&mut s, &[(10, false), (160, true), (20, false)]);
+        assert!(w.len() >= 8, "{w:?}");
+        for win in &w {
+            assert!(win.start >= 4800 && win.end <= 4800 + 160 * 480);
+            assert!(win.end - win.start <= 24000);
+            assert!(win.end - win.start >= 8000);
+        }
+        // Steps of about 0.5 s.
+        for p in w.windows(2) {
+            assert!(p[1].end - p[0].end <= 8000 + 480);
+        }
+    }
+
+    #[test]
+    fn short_blips_get_no_window() {
+        let cfg = WindowConfig::default();
+        let mut s = WindowScheduler::new(&cfg);
+        let w = frames(&mut s, &[(10, false), (5, true), (10, false), (8, true), (10, false)]);
+        assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn short_region_gets_one_window() {
+        let cfg = WindowConfig::default();
+        let mut s = WindowScheduler::new(&cfg);
+        let w = frames(&mut s, &[(10, false), (25, true), (10, false)]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].start, 4800);
+        assert_eq!(w[0].end, 4800 + 25 * 480);
+    }
+
+    #[test]
+    fn history_copies_exact_frames() {
+        let mut h = FbankHistory::new(100);
+        for i in 0..50u64 {
+            h.push(i, &[i as f32; NUM_BINS]);
+        }
+        let mut out = Vec::new();
+        // samples [1600, 3200): frames 10..=8+... i with 160 i >= 1600 and 160 i + 400 <= 3200 -> 10..=17
+        let n = h.copy_span(1600, 3200, &mut out);
+        assert_eq!(n, 8);
+        assert_eq!(out[0], 10.0);
+        assert_eq!(out[(n - 1) * NUM_BINS], 17.0);
+    }
+}
