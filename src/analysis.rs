@@ -103,7 +103,8 @@ impl WindowScheduler {
             }
             (Some(rs), true) => {
                 let len = end - rs;
-                if len >= self.min_window.max(self.step.min(self.window)) && end - self.last_end >= self.step
+                if len >= self.min_window.max(self.step.min(self.window))
+                    && end - self.last_end >= self.step
                 {
                     self.last_end = end;
                     Some(WindowSpan {
@@ -273,7 +274,10 @@ mod tests {
     fn short_blips_get_no_window() {
         let cfg = WindowConfig::default();
         let mut s = WindowScheduler::new(&cfg);
-        let w = frames(&mut s, &[(10, false), (5, true), (10, false), (8, true), (10, false)]);
+        let w = frames(
+            &mut s,
+            &[(10, false), (5, true), (10, false), (8, true), (10, false)],
+        );
         assert!(w.is_empty(), "{w:?}");
     }
 

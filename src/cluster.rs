@@ -221,8 +221,12 @@ impl OnlineClusterer {
         }
         if sim < self.cfg.new_speaker_threshold {
             // Far from everyone: pending evidence for a new speaker.
-            self.pending.retain(|p| time - p.time <= self.cfg.pending_span);
-            self.pending.push(Pending { time, emb: unit.clone() });
+            self.pending
+                .retain(|p| time - p.time <= self.cfg.pending_span);
+            self.pending.push(Pending {
+                time,
+                emb: unit.clone(),
+            });
             if let Some(group) = self.agreeing_group(&unit) {
                 // Create from the mean of the agreeing pending windows.
                 let mut mean = vec![0.0f32; unit.len()];
@@ -312,10 +316,14 @@ mod tests {
 
     /// Deterministic pseudo-random unit vectors around a few well-separated "voices".
     fn voice(seed: u64, dim: usize) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut v: Vec<f32> = (0..dim)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect();

@@ -3,7 +3,8 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -13,7 +14,7 @@ use whospoke::cluster::ClusterConfig;
 use whospoke::decode::{self, InputFormat, RawSampleFormat};
 use whospoke::events::Event;
 use whospoke::output::{Format, LabelWriter, RttmFile, SinkError};
-use whospoke::pipeline::{self, Config, Running, Source};
+use whospoke::pipeline::{self, Config, Source};
 use whospoke::turns::TurnConfig;
 use whospoke::vad::VadConfig;
 
@@ -31,7 +32,12 @@ use whospoke::vad::VadConfig;
 ///   whospoke devices                           list input devices
 ///   whospoke eval REF HYP --collar 0.25        score RTTM files (DER, JER)
 #[derive(Parser, Debug)]
-#[command(name = "whospoke", version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "whospoke",
+    version,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -160,7 +166,6 @@ fn parse_frame_ms(s: &str) -> std::result::Result<u32, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.run.verbose);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -170,7 +175,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8) {
+/// Logs to stderr, or to `file` while the dashboard owns the terminal.
+fn init_logging(verbose: u8, file: Option<std::fs::File>) {
     let default = match verbose {
         0 => "whospoke=warn",
         1 => "whospoke=info",
@@ -178,17 +184,28 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("WHOSPOKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Some(Command::Devices) => devices(),
-        Some(Command::Eval(a)) => eval(a),
+        Some(Command::Devices) => {
+            init_logging(cli.run.verbose, None);
+            devices()
+        }
+        Some(Command::Eval(a)) => {
+            init_logging(cli.run.verbose, None);
+            eval(a)
+        }
         None => diarize(cli.run),
     }
 }
@@ -224,7 +241,8 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     }
     print!("{}", report.to_table());
     if let Some(p) = a.json {
-        let f = std::fs::File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
+        let f =
+            std::fs::File::create(&p).with_context(|| format!("cannot write {}", p.display()))?;
         serde_json::to_writer_pretty(f, &report)?;
     }
     Ok(ExitCode::SUCCESS)
@@ -236,11 +254,17 @@ fn demo_path() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("WHOSPOKE_ASSETS") {
         c.push(PathBuf::from(d).join("demo/demo.flac"));
     }
-    if let Some(exe) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         c.push(exe.join("assets/demo/demo.flac"));
         c.push(exe.join("../share/whospoke/assets/demo/demo.flac"));
     }
-    c.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/demo/demo.flac")));
+    c.push(PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/assets/demo/demo.flac"
+    )));
     c.into_iter().find(|p| p.is_file())
 }
 
@@ -286,12 +310,20 @@ fn uri_for(input: &Option<String>, mic: bool) -> String {
 
 fn diarize(a: RunArgs) -> Result<ExitCode> {
     let stdout_tty = std::io::stdout().is_terminal();
-    let format = a
-        .format
-        .unwrap_or(if stdout_tty { Format::Text } else { Format::Jsonl });
-    if a.tui {
-        bail!("the dashboard is not built into this version yet; drop --tui");
-    }
+    let format = a.format.unwrap_or(if stdout_tty {
+        Format::Text
+    } else {
+        Format::Jsonl
+    });
+    let tui = tui_target(&a, stdout_tty)?;
+    let log_file = match &tui {
+        Some(_) => Some(open_log_file()?),
+        None => None,
+    };
+    init_logging(
+        a.verbose,
+        log_file.as_ref().and_then(|(f, _)| f.try_clone().ok()),
+    );
     if a.input.is_some() && a.device.is_some() {
         bail!("give either an input file (or `-`) or --device, not both");
     }
@@ -335,7 +367,11 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
         None => {
             let has_input = a.device.is_some()
                 || whospoke::capture::list_input_devices()
-                    .map(|l| !l.is_empty())
+                    // ALSA's `null` device only makes zeros: it is not a microphone.
+                    .map(|l| {
+                        l.iter()
+                            .any(|d| d.is_default || !d.name.starts_with("null"))
+                    })
                     .unwrap_or(false);
             if has_input {
                 (
@@ -366,7 +402,7 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
             }
         }
     };
-    let mut rttm = match &a.rttm {
+    let rttm = match &a.rttm {
         Some(p) => Some(RttmFile::create(p, &uri)?),
         None => None,
     };
@@ -379,7 +415,47 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
         signal_hook::flag::register(sig, running.stop.clone())
             .context("cannot install signal handlers")?;
     }
-    let result = pump(&running, format, &uri, &mut rttm);
+    // stdout carries labels unless the dashboard draws on it.
+    let labels_to_stdout = !matches!(tui, Some(None));
+    let writer = labels_to_stdout.then(|| LabelWriter::new(std::io::stdout(), format, &uri));
+    let (result, rttm) = match tui {
+        None => pump(&running.events, &running.stop, writer, rttm, None),
+        Some(tty) => {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let exit_on_end = Arc::new(AtomicBool::new(live));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+                signal_hook::flag::register(sig, exit_on_end.clone())
+                    .context("cannot install signal handlers")?;
+            }
+            let (events, stop) = (running.events.clone(), running.stop.clone());
+            let sink = std::thread::Builder::new()
+                .name("sinks".into())
+                .spawn(move || pump(&events, &stop, writer, rttm, Some(tx)))
+                .context("cannot start the output thread")?;
+            let opts = whospoke::tui::TuiOptions {
+                input_name: uri.clone(),
+                color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                tty_path: tty,
+                exit_on_end,
+            };
+            // Everything else that would print on the terminal (ALSA/JACK chatter, stray stderr)
+            // goes to the log file while the dashboard is up.
+            let redirect = log_file.as_ref().map(|(f, _)| StderrRedirect::to(f));
+            let shown = whospoke::tui::run(rx, running.controls.clone(), opts);
+            drop(redirect);
+            if shown.is_err() {
+                running.request_stop();
+            }
+            let joined = sink
+                .join()
+                .unwrap_or_else(|_| (Err(anyhow::anyhow!("the output thread panicked")), None));
+            if let Some((_, path)) = &log_file {
+                eprintln!("whospoke: log written to {}", path.display());
+            }
+            shown?;
+            joined
+        }
+    };
     let joined = running.join();
     if let Some(r) = rttm {
         r.finish()?;
@@ -389,48 +465,126 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Moves events from the pipeline to stdout and the RTTM file until the stream ends.
+/// Where the dashboard draws: None = no dashboard; Some(None) = on stdout; Some(Some(tty)) = on the
+/// controlling terminal while labels go to the redirected stdout.
+fn tui_target(a: &RunArgs, stdout_tty: bool) -> Result<Option<Option<PathBuf>>> {
+    if a.no_tui {
+        return Ok(None);
+    }
+    if stdout_tty {
+        return Ok(Some(None));
+    }
+    if !a.tui {
+        return Ok(None);
+    }
+    let tty = PathBuf::from("/dev/tty");
+    match std::fs::OpenOptions::new().read(true).write(true).open(&tty) {
+        Ok(f) if f.is_terminal() => Ok(Some(Some(tty))),
+        _ => bail!(
+            "--tui needs a terminal, and this process has none (stdout is redirected and /dev/tty cannot be opened); \
+             drop --tui to stream labels only"
+        ),
+    }
+}
+
+/// Opens the dashboard's log file: $XDG_STATE_HOME/whospoke/whospoke.log (or ~/.local/state/...).
+fn open_log_file() -> Result<(std::fs::File, PathBuf)> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join("whospoke");
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the log directory {}", dir.display()))?;
+    let path = dir.join("whospoke.log");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open the log file {}", path.display()))?;
+    Ok((f, path))
+}
+
+/// Points file descriptor 2 at a file while alive; restores it on drop.
+struct StderrRedirect {
+    saved: i32,
+}
+
+impl StderrRedirect {
+    fn to(f: &std::fs::File) -> Option<Self> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup/dup2 on valid descriptors; the saved descriptor is restored and closed on drop.
+        unsafe {
+            let saved = libc::dup(2);
+            if saved < 0 {
+                return None;
+            }
+            if libc::dup2(f.as_raw_fd(), 2) < 0 {
+                libc::close(saved);
+                return None;
+            }
+            Some(Self { saved })
+        }
+    }
+}
+
+impl Drop for StderrRedirect {
+    fn drop(&mut self) {
+        // SAFETY: restores the descriptor saved in `to`.
+        unsafe {
+            libc::dup2(self.saved, 2);
+            libc::close(self.saved);
+        }
+    }
+}
+
+/// Moves events from the pipeline to stdout, the RTTM file and the dashboard until the stream ends.
 fn pump(
-    running: &Running,
-    format: Format,
-    uri: &str,
-    rttm: &mut Option<RttmFile>,
-) -> Result<()> {
-    let stdout = std::io::stdout().lock();
-    let mut writer = LabelWriter::new(stdout, format, uri);
-    let mut stdout_open = true;
+    events: &crossbeam_channel::Receiver<Event>,
+    stop: &AtomicBool,
+    mut writer: Option<LabelWriter<std::io::Stdout>>,
+    mut rttm: Option<RttmFile>,
+    dashboard: Option<crossbeam_channel::Sender<Event>>,
+) -> (Result<()>, Option<RttmFile>) {
     let mut first_error: Option<anyhow::Error> = None;
-    for ev in running.events.iter() {
+    let request_stop = || stop.store(true, Ordering::SeqCst);
+    for ev in events.iter() {
         if let Some(f) = rttm.as_mut() {
             if let Err(e) = f.write(&ev) {
-                first_error.get_or_insert(e.into());
-                running.request_stop();
+                if first_error.is_none() {
+                    first_error = Some(e.into());
+                    request_stop();
+                }
             }
         }
-        if stdout_open {
-            match writer.write(&ev) {
+        if let Some(w) = writer.as_mut() {
+            match w.write(&ev) {
                 Ok(()) => {}
                 Err(SinkError::Closed) => {
                     // The reader went away (`| head`): stop quietly, still finishing the RTTM file.
-                    stdout_open = false;
-                    running.request_stop();
+                    writer = None;
+                    request_stop();
                 }
                 Err(SinkError::Failed(e)) => {
-                    stdout_open = false;
-                    first_error.get_or_insert(anyhow::Error::new(e).context("cannot write to stdout"));
-                    running.request_stop();
+                    writer = None;
+                    first_error
+                        .get_or_insert(anyhow::Error::new(e).context("cannot write to stdout"));
+                    request_stop();
                 }
             }
         }
         if let Event::End { speakers, .. } = &ev {
-            if speakers.is_empty() {
+            if speakers.is_empty() && dashboard.is_none() {
                 eprintln!("whospoke: no speech found");
             }
         }
+        if let Some(d) = &dashboard {
+            let _ = d.send(ev);
+        }
     }
-    if stdout_open {
-        let _ = writer.flush();
+    if let Some(w) = writer.as_mut() {
+        let _ = w.flush();
     }
-    let _ = running.stop.load(Ordering::Relaxed);
-    first_error.map_or(Ok(()), Err)
+    (first_error.map_or(Ok(()), Err), rttm)
 }

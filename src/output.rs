@@ -125,7 +125,12 @@ impl<W: Write> LabelWriter<W> {
                 writeln!(self.out, "# {} new speaker {speaker}", clock(*time))
             }
             Event::Relabel {
-                id, from, to, start, end, ..
+                id,
+                from,
+                to,
+                start,
+                end,
+                ..
             } => writeln!(
                 self.out,
                 "# turn {id} ({} - {}) changed from {from} to {to}",
@@ -261,14 +266,12 @@ mod tests {
         let mut buf = Vec::new();
         {
             let mut w = LabelWriter::new(&mut buf, Format::Rttm, "my file");
-            w.write(&turn(1, "S1", 0.5, 1.25, Status::Tentative)).unwrap();
+            w.write(&turn(1, "S1", 0.5, 1.25, Status::Tentative))
+                .unwrap();
             w.write(&turn(1, "S1", 0.5, 1.5, Status::Final)).unwrap();
         }
         let s = String::from_utf8(buf).unwrap();
-        assert_eq!(
-            s,
-            "SPEAKER my_file 1 0.500 1.000 <NA> <NA> S1 <NA> <NA>\n"
-        );
+        assert_eq!(s, "SPEAKER my_file 1 0.500 1.000 <NA> <NA> S1 <NA> <NA>\n");
     }
 
     #[test]

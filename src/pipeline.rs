@@ -126,7 +126,9 @@ impl Running {
                         .map(|s| s.to_string())
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    Err(Error::Inference(format!("the {name} thread panicked: {msg}")))
+                    Err(Error::Inference(format!(
+                        "the {name} thread panicked: {msg}"
+                    )))
                 }
             };
             if let Err(e) = r {
@@ -326,11 +328,11 @@ fn vad_thread(
             ring::push_all_blocking(prod, &[f], sig_b, &never);
         };
         let frame_out = |mono: &[f32],
-                             gate: &mut VadGate,
-                             held: &mut VecDeque<VadFrame>,
-                             pos: &mut u64,
-                             dropped: u64,
-                             prod: &mut HeapProd<VadFrame>| {
+                         gate: &mut VadGate,
+                         held: &mut VecDeque<VadFrame>,
+                         pos: &mut u64,
+                         dropped: u64,
+                         prod: &mut HeapProd<VadFrame>| {
             let mut f = VadFrame {
                 start: *pos,
                 len: mono.len() as u16,
@@ -364,7 +366,14 @@ fn vad_thread(
             let mut k = 0;
             while mono.len() - k >= flen {
                 let dropped = std::mem::take(&mut pending_drop);
-                frame_out(&mono[k..k + flen], &mut gate, &mut held, &mut pos, dropped, &mut prod);
+                frame_out(
+                    &mono[k..k + flen],
+                    &mut gate,
+                    &mut held,
+                    &mut pos,
+                    dropped,
+                    &mut prod,
+                );
                 k += flen;
             }
             mono.drain(..k);
@@ -374,7 +383,14 @@ fn vad_thread(
         while k < mono.len() {
             let e = (k + flen).min(mono.len());
             let dropped = std::mem::take(&mut pending_drop);
-            frame_out(&mono[k..e], &mut gate, &mut held, &mut pos, dropped, &mut prod);
+            frame_out(
+                &mono[k..e],
+                &mut gate,
+                &mut held,
+                &mut pos,
+                dropped,
+                &mut prod,
+            );
             k = e;
         }
         let decisions: Vec<bool> = gate.smoother().drain().collect();

@@ -76,7 +76,11 @@ pub fn push_all_blocking<T: Copy>(
 
 /// Pops up to `buf.len()` items, waiting (polling) while the ring is empty. Returns `None` when the
 /// ring is closed and drained.
-pub fn pop_wait<T: Copy>(cons: &mut HeapCons<T>, buf: &mut [T], signal: &RingSignal) -> Option<usize> {
+pub fn pop_wait<T: Copy>(
+    cons: &mut HeapCons<T>,
+    buf: &mut [T],
+    signal: &RingSignal,
+) -> Option<usize> {
     loop {
         let n = cons.pop_slice(buf);
         if n > 0 {

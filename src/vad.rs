@@ -165,7 +165,8 @@ impl Smoother {
             self.in_speech = true;
             self.hang_left = self.hangover_frames;
             // The run that triggered the onset, and the pre-roll before it, become speech.
-            let back = (self.onset_frames as usize - 1 + self.preroll_frames).min(self.pending.len());
+            let back =
+                (self.onset_frames as usize - 1 + self.preroll_frames).min(self.pending.len());
             let n = self.pending.len();
             for d in self.pending.iter_mut().skip(n - back) {
                 *d = true;
@@ -313,7 +314,10 @@ mod tests {
     #[test]
     fn webrtc_hears_speech_not_silence() {
         // Real speech: the reference clip copied into the repo (3 s from the dev set).
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/campplus-ref/clip0_wav.f32");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/campplus-ref/clip0_wav.f32"
+        );
         let bytes = std::fs::read(path).unwrap();
         let wav: Vec<f32> = bytes
             .chunks_exact(4)
