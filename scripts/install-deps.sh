@@ -9,7 +9,11 @@
 #   tmux python3-venv             TUI tests, evaluation scripts
 set -euo pipefail
 
-PACKAGES=(libasound2-dev pkg-config sox espeak-ng pulseaudio pulseaudio-utils libasound2-plugins tmux python3-venv)
+# `install-deps.sh run` installs only what building and running needs; `test` (the default) everything.
+PACKAGES=(libasound2-dev pkg-config)
+if [ "${1:-test}" != run ]; then
+    PACKAGES+=(sox espeak-ng pulseaudio pulseaudio-utils libasound2-plugins tmux python3-venv time bc)
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: this script needs a Debian/Ubuntu system (dpkg + apt-get); install by hand: ${PACKAGES[*]}" >&2

@@ -1,0 +1,39 @@
+# whospoke: the two commands a newcomer needs.
+#   make run    build, then diarize live from the default microphone (or the bundled demo without one)
+#   make test   everything CI checks: formatting, lints, unit + integration + end-to-end tests
+# Both install what is missing first: Debian packages (scripts/install-deps.sh) and the ONNX Runtime
+# library from PyPI's onnxruntime wheel (scripts/fetch-onnxruntime.sh, cached, sha256-pinned).
+
+CARGO ?= cargo
+ARGS ?=
+
+.PHONY: run test deps deps-test onnxruntime build bench eval clean-cache
+
+run: deps onnxruntime build
+	./target/release/whospoke $(ARGS)
+
+test: deps-test onnxruntime
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) build --release --locked
+	$(CARGO) test --release --locked
+
+deps:
+	@bash scripts/install-deps.sh run
+
+deps-test:
+	@bash scripts/install-deps.sh test
+
+onnxruntime:
+	@bash scripts/fetch-onnxruntime.sh >/dev/null
+
+build:
+	$(CARGO) build --release --locked
+
+# Accuracy on the dev set (docs/accuracy.md); needs ../shared/eval.
+eval: deps onnxruntime build
+	bash scripts/eval-dev.sh
+
+# Performance report (docs/performance.md).
+bench: deps-test onnxruntime build
+	bash scripts/bench.sh

@@ -1,0 +1,584 @@
+//! Per-stage cost of the pipeline, each normalised to **one second of audio**.
+//!
+//! Every benchmark whose id ends in `/1s_audio` processes exactly 1 s of real audio (or the messages
+//! 1 s of audio produces) per iteration, so criterion's `time` is the cost per second of audio and the
+//! stages add up to the whole. The throughput line (`thrpt`, "elem/s") is then *seconds of audio per
+//! second of CPU*: 1 / real-time factor of that stage. `embed/window_1.5s*` is one CAM++ call on one
+//! default window; `embed/per_1s_audio` is the two windows the default 0.5 s step embeds per second of
+//! speech.
+//!
+//! Audio: `BENCH_WAV` or `../shared/eval/dev/dev_00.wav` (16 kHz mono conversation), falling back to
+//! the `tests/data/campplus-ref` clips. The embedding benchmarks need ONNX Runtime
+//! (`scripts/fetch-onnxruntime.sh`); without it they are skipped (clustering and turns then use
+//! synthetic embeddings) and a warning is printed.
+//!
+//!   cargo bench --bench stages                 # full
+//!   cargo bench --bench stages -- --quick      # a few seconds per benchmark (scripts/bench.sh)
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ndarray::ArrayView2;
+
+use whospoke::analysis::{FeatureTracker, WindowConfig};
+use whospoke::cluster::{ClusterConfig, OnlineClusterer};
+use whospoke::embed::Embedder;
+use whospoke::fbank::NUM_BINS;
+use whospoke::resample::Resampler;
+use whospoke::ring;
+use whospoke::turns::{Analysis, TurnConfig, TurnTracker};
+use whospoke::vad::{VadConfig, VadFrame, VadGate};
+use whospoke::SAMPLE_RATE;
+
+const SR: usize = SAMPLE_RATE as usize;
+/// Input format of the resampling and ring benchmarks (a typical microphone).
+const IN_RATE: usize = 48_000;
+const IN_CH: usize = 2;
+/// Frames per capture callback / file read chunk fed to the resampler and the input ring.
+const CHUNK_FRAMES: usize = 2048;
+
+// ---------------------------------------------------------------------------------------------
+// Test material, prepared once.
+
+struct Material {
+    /// 16 kHz mono audio.
+    audio: Vec<f32>,
+    name: String,
+    /// VAD frames with smoothed speech decisions, as the VAD thread emits them.
+    frames: Vec<VadFrame>,
+    /// The analysis thread's messages for the whole audio, grouped by second of audio.
+    seconds: Vec<Vec<Analysis>>,
+    /// (embedding, stream time of its end, trusted) for every window.
+    embeddings: Vec<(Vec<f32>, f64, bool)>,
+    /// Raw fbank of full-length (default 1.5 s) windows, row-major [T, 80].
+    windows: Vec<(usize, Vec<f32>)>,
+    /// Models, if ONNX Runtime could be loaded.
+    models: Option<whospoke::runtime::ModelPaths>,
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read_f32(path: &Path) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// Decodes `path` to 16 kHz mono with the project's own decoder and resampler.
+fn decode_16k(path: &Path) -> Option<Vec<f32>> {
+    let mut src = whospoke::decode::open_file(path).ok()?;
+    let fmt = src.format();
+    let mut rs = Resampler::new(fmt.sample_rate, fmt.channels).ok()?;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        buf.clear();
+        match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => rs.process(&buf, &mut out),
+            Err(_) => return None,
+        }
+    }
+    rs.finish(&mut out);
+    Some(out)
+}
+
+fn load_audio() -> (Vec<f32>, String) {
+    let wav = std::env::var_os("BENCH_WAV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("../shared/eval/dev/dev_00.wav"));
+    if let Some(a) = decode_16k(&wav).filter(|a| a.len() >= 10 * SR) {
+        return (a, wav.display().to_string());
+    }
+    let dir = manifest_dir().join("tests/data/campplus-ref");
+    let mut a = Vec::new();
+    for clip in ["clip0", "clip1"] {
+        a.extend(read_f32(&dir.join(format!("{clip}_wav.f32"))).unwrap_or_default());
+    }
+    assert!(
+        a.len() >= SR,
+        "no audio: neither {} nor tests/data/campplus-ref is readable",
+        wav.display()
+    );
+    eprintln!(
+        "stages: {} not readable; using tests/data/campplus-ref clips ({:.1} s)",
+        wav.display(),
+        a.len() as f64 / SR as f64
+    );
+    (a, "tests/data/campplus-ref clip0+clip1".into())
+}
+
+/// The VAD thread's framing, classification and smoothing (pipeline.rs `vad_thread`).
+fn vad_frames(audio: &[f32], cfg: &VadConfig) -> Vec<VadFrame> {
+    let mut gate = VadGate::new(cfg).expect("VAD");
+    let flen = gate.frame_len();
+    let mut held: VecDeque<VadFrame> = VecDeque::new();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for chunk in audio.chunks(flen) {
+        let mut f = VadFrame {
+            start: pos,
+            len: chunk.len() as u16,
+            ..VadFrame::default()
+        };
+        f.samples[..chunk.len()].copy_from_slice(chunk);
+        f.power = chunk.iter().map(|x| x * x).sum::<f32>() / chunk.len() as f32;
+        let voiced = chunk.len() == flen && gate.classify(chunk);
+        pos += chunk.len() as u64;
+        held.push_back(f);
+        if let Some(d) = gate.smoother().push(voiced) {
+            if let Some(mut f) = held.pop_front() {
+                f.speech = d;
+                out.push(f);
+            }
+        }
+    }
+    let decisions: Vec<bool> = gate.smoother().drain().collect();
+    for (mut f, d) in held.drain(..).zip(decisions) {
+        f.speech = d;
+        out.push(f);
+    }
+    out
+}
+
+/// Deterministic pseudo-random numbers (xorshift) for synthetic embeddings.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    }
+}
+
+fn prepare() -> Material {
+    let (audio, name) = load_audio();
+    let frames = vad_frames(&audio, &VadConfig::default());
+    let models = match whospoke::runtime::init_onnxruntime()
+        .and_then(|_| whospoke::runtime::locate_models(None))
+    {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!(
+                "stages: WARNING: embedding benchmarks skipped, synthetic embeddings used: {e}"
+            );
+            None
+        }
+    };
+    let mut embedder = models
+        .as_ref()
+        .map(|m| Embedder::new(&m.campplus, 1).expect("CAM++ model"));
+
+    // The analysis thread (pipeline.rs `analysis_thread`): fbank, windows, embeddings, messages.
+    let wcfg = WindowConfig::default();
+    let full_window = (wcfg.window * SR as f64).round() as u64;
+    let mut tracker = FeatureTracker::new(&wcfg).expect("window config");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let speakers: Vec<Vec<f32>> = (0..3)
+        .map(|_| (0..192).map(|_| rng.next()).collect())
+        .collect();
+    let mut seconds: Vec<Vec<Analysis>> = Vec::new();
+    let mut embeddings = Vec::new();
+    let mut windows = Vec::new();
+    let mut audio_since = 0u64;
+    let t0 = Instant::now();
+    let push = |seconds: &mut Vec<Vec<Analysis>>, at: u64, m: Analysis| {
+        let s = (at / SR as u64) as usize;
+        while seconds.len() <= s {
+            seconds.push(Vec::new());
+        }
+        seconds[s].push(m);
+    };
+    let mut end = 0;
+    for f in &frames {
+        push(
+            &mut seconds,
+            f.start,
+            Analysis::Frame {
+                start: f.start,
+                end: f.end(),
+                speech: f.speech,
+                power: f.power,
+            },
+        );
+        end = f.end();
+        audio_since += f.len as u64;
+        if let Some(span) = tracker.push(f.start, f.audio(), f.speech) {
+            let (feats, trusted) = tracker.features(span).expect("features");
+            if feats.nrows() >= 10 {
+                let embedding = match embedder.as_mut() {
+                    Some(e) => e.embed(feats).expect("embedding"),
+                    None => {
+                        // Synthetic: one of three speakers, by the second of audio, plus noise.
+                        let s = &speakers[(span.end as usize / (4 * SR)) % 3];
+                        s.iter().map(|x| x + 0.3 * rng.next()).collect()
+                    }
+                };
+                if span.end - span.start == full_window {
+                    windows.push((
+                        feats.nrows(),
+                        feats.as_slice().expect("contiguous").to_vec(),
+                    ));
+                }
+                let t = span.end as f64 / SR as f64;
+                embeddings.push((embedding.clone(), t, trusted));
+                push(
+                    &mut seconds,
+                    f.start,
+                    Analysis::Window {
+                        start: span.start,
+                        end: span.end,
+                        embedding,
+                        trusted,
+                    },
+                );
+            }
+        }
+        if audio_since >= SR as u64 {
+            push(
+                &mut seconds,
+                f.start,
+                Analysis::Load {
+                    audio: audio_since as f64 / SR as f64,
+                    busy: 0.01,
+                },
+            );
+            audio_since = 0;
+        }
+    }
+    let _ = end;
+    let speech = frames.iter().filter(|f| f.speech).count() as f64 / frames.len().max(1) as f64;
+    eprintln!(
+        "stages: audio {name}: {:.1} s, {:.0} % speech, {} windows ({} full-length) prepared in {:.1} s",
+        audio.len() as f64 / SR as f64,
+        100.0 * speech,
+        embeddings.len(),
+        windows.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(!embeddings.is_empty(), "no speech windows in {name}");
+    if windows.is_empty() {
+        // Short fallback audio: use the longest windows there are.
+        windows.push((0, Vec::new()));
+    }
+    Material {
+        audio,
+        name,
+        frames,
+        seconds,
+        embeddings,
+        windows,
+        models,
+    }
+}
+
+/// Frames of `frame_len` samples that start inside second `k` of the stream (33 or 34 for 30 ms frames):
+/// processing them for k = 0, 1, 2... processes exactly one second of audio per step on average.
+fn frames_in_second(k: u64, frame_len: usize) -> usize {
+    let f = |k: u64| (k * SR as u64).div_ceil(frame_len as u64);
+    (f(k + 1) - f(k)) as usize
+}
+
+// ---------------------------------------------------------------------------------------------
+// Benchmarks.
+
+fn stages(c: &mut Criterion) {
+    let m = prepare();
+    let vcfg = VadConfig::default();
+    let flen = vcfg.frame_len();
+
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Elements(1));
+
+    // Resampling: 48 kHz stereo f32 (interleaved) -> 16 kHz mono, in capture-sized chunks.
+    {
+        // Real audio at 48 kHz stereo: the 16 kHz signal interpolated x3; the right channel one sample later.
+        let n = m.audio.len().min(30 * SR);
+        let src = &m.audio[..n];
+        let up: Vec<f32> = (0..n * 3)
+            .map(|i| {
+                let (j, fr) = (i / 3, (i % 3) as f32 / 3.0);
+                let a = src[j];
+                let b = src[(j + 1).min(n - 1)];
+                a + (b - a) * fr
+            })
+            .collect();
+        let mut input = Vec::with_capacity(up.len() * IN_CH);
+        for i in 0..up.len() {
+            input.push(up[i]);
+            input.push(up[i.saturating_sub(1)]);
+        }
+        let total_frames = up.len();
+        let mut rs = Resampler::new(IN_RATE as u32, IN_CH as u16).expect("resampler");
+        let mut out = Vec::with_capacity(4 * SR);
+        let mut cursor = 0usize; // frame index in `input`
+        g.bench_function("resample_48k_stereo_to_16k_mono/1s_audio", |b| {
+            b.iter(|| {
+                out.clear();
+                let mut left = IN_RATE;
+                while left > 0 {
+                    if cursor == total_frames {
+                        cursor = 0;
+                    }
+                    let k = left.min(CHUNK_FRAMES).min(total_frames - cursor);
+                    rs.process(&input[cursor * IN_CH..(cursor + k) * IN_CH], &mut out);
+                    cursor += k;
+                    left -= k;
+                }
+                black_box(out.len())
+            })
+        });
+    }
+
+    // VAD: webrtc-vad on every 30 ms frame + the smoother (+ the frame power the VAD thread computes).
+    {
+        let mut gate = VadGate::new(&vcfg).expect("VAD");
+        let nframes = m.audio.len() / flen;
+        let (mut k, mut fi) = (0u64, 0usize);
+        g.bench_function("vad_webrtc_smoother/1s_audio", |b| {
+            b.iter(|| {
+                let mut speech = 0usize;
+                for _ in 0..frames_in_second(k, flen) {
+                    if fi == nframes {
+                        fi = 0;
+                    }
+                    let fr = &m.audio[fi * flen..(fi + 1) * flen];
+                    let power = fr.iter().map(|x| x * x).sum::<f32>() / flen as f32;
+                    let voiced = gate.classify(black_box(fr));
+                    if gate.smoother().push(voiced) == Some(true) {
+                        speech += 1;
+                    }
+                    black_box(power);
+                    fi += 1;
+                }
+                k += 1;
+                black_box(speech)
+            })
+        });
+    }
+
+    // Fbank: the analysis thread's feature work per VAD frame (streaming fbank, each 10 ms frame computed
+    // once, kept in the history; window scheduling and the copy of each due window's features).
+    {
+        let wcfg = WindowConfig::default();
+        let mut tracker = FeatureTracker::new(&wcfg).expect("window config");
+        let (mut k, mut fi) = (0u64, 0usize);
+        let mut pos = 0u64;
+        g.bench_function("fbank_streaming/1s_audio", |b| {
+            b.iter(|| {
+                let mut rows = 0usize;
+                for _ in 0..frames_in_second(k, flen) {
+                    if fi == m.frames.len() {
+                        // Start a new stream (cheap; keeps the frame index aligned with `pos`).
+                        tracker = FeatureTracker::new(&wcfg).expect("window config");
+                        fi = 0;
+                        pos = 0;
+                    }
+                    let f = &m.frames[fi];
+                    if let Some(span) = tracker.push(pos, f.audio(), f.speech) {
+                        if let Ok((v, _)) = tracker.features(span) {
+                            rows += v.nrows();
+                        }
+                    }
+                    pos += f.len as u64;
+                    fi += 1;
+                }
+                k += 1;
+                black_box(rows)
+            })
+        });
+    }
+
+    // Embedding: one CAM++ window (1.5 s, ~148 fbank frames), and the two windows per second of audio.
+    if let Some(models) = &m.models {
+        let windows: Vec<ArrayView2<f32>> = m
+            .windows
+            .iter()
+            .filter(|(t, _)| *t >= 10)
+            .map(|(t, v)| ArrayView2::from_shape((*t, NUM_BINS), v).expect("shape"))
+            .collect();
+        if windows.is_empty() {
+            eprintln!(
+                "stages: no full-length window in {}; embedding benchmarks skipped",
+                m.name
+            );
+        } else {
+            for threads in [1usize, 2] {
+                let mut emb = Embedder::new(&models.campplus, threads).expect("CAM++ model");
+                let mut wi = 0usize;
+                let mut next = || {
+                    wi = (wi + 1) % windows.len();
+                    windows[wi]
+                };
+                let suffix = if threads == 1 {
+                    String::new()
+                } else {
+                    format!("_threads{threads}")
+                };
+                g.sample_size(20);
+                g.throughput(Throughput::Elements(1));
+                g.bench_function(format!("embed_campplus/window_1.5s{suffix}"), |b| {
+                    b.iter(|| black_box(emb.embed(next()).expect("embed")))
+                });
+                g.bench_function(format!("embed_campplus/1s_audio{suffix}"), |b| {
+                    b.iter(|| {
+                        black_box(emb.embed(next()).expect("embed"));
+                        black_box(emb.embed(next()).expect("embed"))
+                    })
+                });
+                g.sample_size(100);
+            }
+        }
+    }
+
+    // Clustering: OnlineClusterer::assign for the two windows of one second, against the centroids
+    // learnt from the whole file (the clusterer keeps learning while the benchmark cycles through it).
+    {
+        let mut cl = OnlineClusterer::new(ClusterConfig::default()).expect("cluster config");
+        for (e, t, trusted) in &m.embeddings {
+            cl.assign(e, *t, *trusted);
+        }
+        let duration = m.audio.len() as f64 / SR as f64;
+        eprintln!(
+            "stages: clustering against {} speakers ({} windows)",
+            cl.num_speakers(),
+            m.embeddings.len()
+        );
+        let (mut i, mut lap) = (0usize, 1.0f64);
+        g.bench_function("cluster_assign_2_windows/1s_audio", |b| {
+            b.iter(|| {
+                let mut s = 0usize;
+                for _ in 0..2 {
+                    if i == m.embeddings.len() {
+                        i = 0;
+                        lap += 1.0;
+                    }
+                    let (e, t, trusted) = &m.embeddings[i];
+                    // Stream time keeps growing, so pending windows age as in a live stream.
+                    if let Some(a) = cl.assign(black_box(e), t + lap * duration, *trusted) {
+                        s += a.speaker;
+                    }
+                    i += 1;
+                }
+                black_box(s)
+            })
+        });
+    }
+
+    // Turns: the turn tracker (clustering, tentative/final labels, relabels, status) on the messages one
+    // second of audio produces. A new stream starts (untimed) when the file is used up.
+    {
+        let tcfg = TurnConfig::default();
+        let ccfg = ClusterConfig::default();
+        let mut tracker = TurnTracker::new(tcfg.clone(), ccfg.clone()).expect("turn config");
+        let mut k = 0usize;
+        let mut out = Vec::with_capacity(64);
+        g.bench_function("turns_tracker/1s_audio", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    if k == m.seconds.len() {
+                        tracker =
+                            TurnTracker::new(tcfg.clone(), ccfg.clone()).expect("turn config");
+                        k = 0;
+                    }
+                    let msgs: Vec<Analysis> = m.seconds[k].clone();
+                    let t0 = Instant::now();
+                    for msg in msgs {
+                        tracker.process(msg, &mut out);
+                    }
+                    black_box(out.len());
+                    out.clear();
+                    total += t0.elapsed();
+                    k += 1;
+                }
+                total
+            })
+        });
+    }
+
+    // Ring hand-off between two threads: 1 s of 48 kHz stereo f32 through ring A (capture -> VAD thread),
+    // and 1 s of VAD frames through ring B (VAD thread -> analysis thread). The clock stops when the
+    // consumer thread has popped the last item.
+    {
+        let cap = IN_RATE * IN_CH * 2; // 2 s, as in file mode
+        let (mut prod, mut cons, sig) = ring::ring::<f32>(cap);
+        let got = Arc::new(AtomicU64::new(0));
+        let (sig2, got2) = (sig.clone(), got.clone());
+        let consumer = std::thread::spawn(move || {
+            sig2.register_consumer();
+            let mut buf = vec![0.0f32; 4096 * IN_CH];
+            while let Some(n) = ring::pop_wait(&mut cons, &mut buf, &sig2) {
+                black_box(&buf[..n]);
+                got2.fetch_add(n as u64, Ordering::Release);
+            }
+        });
+        let chunk: Vec<f32> = m.audio[..CHUNK_FRAMES * IN_CH].to_vec();
+        let stop = AtomicBool::new(false);
+        let mut sent = 0u64;
+        g.bench_function("ring_input_48k_stereo_f32/1s_audio", |b| {
+            b.iter(|| {
+                let mut left = IN_RATE * IN_CH;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    ring::push_all_blocking(&mut prod, &chunk[..k], &sig, &stop);
+                    left -= k;
+                }
+                sent += (IN_RATE * IN_CH) as u64;
+                while got.load(Ordering::Acquire) < sent {
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        sig.close();
+        let _ = consumer.join();
+
+        let (mut prod, mut cons, sig) = ring::ring::<VadFrame>(20 * 1000 / 30);
+        let got = Arc::new(AtomicU64::new(0));
+        let (sig2, got2) = (sig.clone(), got.clone());
+        let consumer = std::thread::spawn(move || {
+            sig2.register_consumer();
+            let mut buf = vec![VadFrame::default(); 32];
+            while let Some(n) = ring::pop_wait(&mut cons, &mut buf, &sig2) {
+                black_box(&buf[..n]);
+                got2.fetch_add(n as u64, Ordering::Release);
+            }
+        });
+        let (mut sent, mut k, mut fi) = (0u64, 0u64, 0usize);
+        g.bench_function("ring_vad_frames/1s_audio", |b| {
+            b.iter(|| {
+                let n = frames_in_second(k, flen);
+                for _ in 0..n {
+                    if fi == m.frames.len() {
+                        fi = 0;
+                    }
+                    ring::push_all_blocking(&mut prod, &m.frames[fi..fi + 1], &sig, &stop);
+                    fi += 1;
+                }
+                k += 1;
+                sent += n as u64;
+                while got.load(Ordering::Acquire) < sent {
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        sig.close();
+        let _ = consumer.join();
+    }
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

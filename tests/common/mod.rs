@@ -1,0 +1,104 @@
+//! Helpers shared by the end-to-end tests: the file-backed test microphone and reference RTTMs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use whospoke::eval::{Rttm, Segment};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running file-backed microphone (scripts/testmic.sh); stopped on drop.
+pub struct TestMic {
+    pub env: Vec<(String, String)>,
+    dir: String,
+}
+
+impl TestMic {
+    /// Starts the test microphone playing `audio` in real time.
+    pub fn start(audio: &Path) -> TestMic {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/testmic.sh"))
+            .arg("start")
+            .arg(audio)
+            .output()
+            .expect("run scripts/testmic.sh");
+        assert!(
+            out.status.success(),
+            "testmic start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut env = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some(rest) = line.strip_prefix("export ") else {
+                continue;
+            };
+            if let Some((k, v)) = rest.split_once('=') {
+                let v = v.trim_matches(|c| c == '\'' || c == '"');
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        let dir = env
+            .iter()
+            .find(|(k, _)| k == "TESTMIC_DIR")
+            .map(|(_, v)| v.clone())
+            .expect("TESTMIC_DIR in testmic output");
+        TestMic { env, dir }
+    }
+}
+
+impl Drop for TestMic {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/testmic.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Cuts `audio` to [0, seconds) into a temporary WAV with sox.
+pub fn cut(audio: &Path, seconds: f64, out: &Path) {
+    let st = Command::new("sox")
+        .arg(audio)
+        .arg(out)
+        .args(["trim", "0", &seconds.to_string()])
+        .status()
+        .expect("sox");
+    assert!(st.success());
+}
+
+/// Reference segments of `rttm` clipped to [0, until), under uri `uri`.
+pub fn reference(rttm: &Path, until: f64, uri: &str) -> Rttm {
+    let all = whospoke::eval::read_rttm(rttm).expect("reference rttm");
+    let mut segs = Vec::new();
+    for s in all.values().flatten() {
+        if s.start < until {
+            segs.push(Segment::new(s.start, s.end.min(until), s.speaker.clone()));
+        }
+    }
+    let mut m = BTreeMap::new();
+    m.insert(uri.to_string(), segs);
+    m
+}
+
+/// Final turns from JSONL output as an RTTM map under `uri`.
+pub fn final_turns(jsonl: &str, uri: &str) -> Rttm {
+    let mut segs = Vec::new();
+    for line in jsonl.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each stdout line is JSON");
+        if v["type"] == "turn" && v["status"] == "final" {
+            segs.push(Segment::new(
+                v["start"].as_f64().unwrap(),
+                v["end"].as_f64().unwrap(),
+                v["speaker"].as_str().unwrap(),
+            ));
+        }
+    }
+    let mut m = BTreeMap::new();
+    m.insert(uri.to_string(), segs);
+    m
+}

@@ -1,0 +1,141 @@
+//! The dashboard end to end, under tmux: the file-backed microphone plays a real conversation,
+//! `tmux capture-pane` reads the screen while it runs, `r` renames a speaker, `q` quits with status 0
+//! and a restored terminal.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "dash"])
+    }
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            self.run(&["send-keys", "-t", "dash", k]);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+    /// Waits until the screen satisfies `pred` (or the timeout passes); returns the last screen.
+    fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let t0 = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) || t0.elapsed() > timeout {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn dashboard_shows_speakers_renames_and_quits_cleanly() {
+    let tmp = std::env::temp_dir().join(format!("whospoke-tui-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let clip = tmp.join("conversation.wav");
+    cut(&repo().join("assets/demo/demo.flac"), 40.0, &clip);
+    let mic = TestMic::start(&clip);
+    let exit_file = tmp.join("exit");
+    let rttm = tmp.join("out.rttm");
+    let tmux = Tmux {
+        socket: format!("whospoke-e2e-{}", std::process::id()),
+    };
+    let mut args: Vec<String> = vec![
+        "new-session".into(),
+        "-d".into(),
+        "-s".into(),
+        "dash".into(),
+        "-x".into(),
+        "100".into(),
+        "-y".into(),
+        "30".into(),
+    ];
+    for (k, v) in &mic.env {
+        args.push("-e".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.push("-e".into());
+    args.push(format!("XDG_STATE_HOME={}", tmp.display()));
+    args.push(format!(
+        "{} --device testmic --rttm {}; echo EXIT=$? > {}; stty -a > {}.stty; sleep 60",
+        env!("CARGO_BIN_EXE_whospoke"),
+        rttm.display(),
+        exit_file.display(),
+        exit_file.display()
+    ));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    tmux.run(&refs);
+
+    // While it runs: the dashboard shows at least two speakers with their lanes on the timeline.
+    let screen = tmux.wait_for(Duration::from_secs(30), |s| {
+        s.contains("S2") && s.contains("Speaker track") && s.contains("█")
+    });
+    eprintln!("{screen}");
+    assert!(screen.contains("Now speaking"), "{screen}");
+    assert!(screen.contains("Speaker track"), "{screen}");
+    let lane_s1 = screen
+        .lines()
+        .find(|l| l.contains("│S1 "))
+        .unwrap_or_else(|| panic!("no S1 lane:\n{screen}"));
+    assert!(lane_s1.contains('█') || lane_s1.contains('░'), "S1 lane empty:\n{screen}");
+    assert!(screen.lines().any(|l| l.contains("│S2 ")), "no S2 lane:\n{screen}");
+    assert!(screen.contains("dropped 0"), "health line:\n{screen}");
+
+    // Rename S1 to Alice: the new name shows on screen.
+    tmux.keys(&["r", "1"]);
+    tmux.run(&["send-keys", "-t", "dash", "-l", "Alice"]);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for(Duration::from_secs(5), |s| s.contains("│Alice"));
+    eprintln!("{screen}");
+    assert!(screen.contains("│Alice"), "renamed lane:\n{screen}");
+    assert!(!screen.lines().any(|l| l.contains("│S1 ")), "old name still shown:\n{screen}");
+
+    // q quits: exit status 0, terminal restored (cooked mode, dashboard gone).
+    tmux.keys(&["q"]);
+    let t0 = Instant::now();
+    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = std::fs::read_to_string(&exit_file).expect("whospoke exited");
+    assert_eq!(exit.trim(), "EXIT=0");
+    let stty = std::fs::read_to_string(format!("{}.stty", exit_file.display())).unwrap();
+    assert!(stty.contains(" icanon") && stty.contains(" echo"), "terminal not restored: {stty}");
+    let screen = tmux.screen();
+    assert!(!screen.contains("Speaker track"), "dashboard left on screen:\n{screen}");
+    // The RTTM written on quit uses the new name.
+    let r = std::fs::read_to_string(&rttm).unwrap();
+    assert!(r.contains(" Alice "), "{r}");
+    drop(mic);
+    std::fs::remove_dir_all(&tmp).ok();
+}
