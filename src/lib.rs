@@ -5,6 +5,7 @@
 //! (incremental `fbank` + CAM++) -> `cluster` (online speakers) -> `turns` -> events -> sinks (`output`).
 
 pub mod analysis;
+pub mod assign;
 pub mod capture;
 pub mod cluster;
 pub mod decode;
@@ -18,6 +19,7 @@ pub mod pipeline;
 pub mod resample;
 pub mod ring;
 pub mod runtime;
+pub mod segment;
 pub mod tui;
 pub mod turns;
 pub mod vad;

@@ -138,6 +138,9 @@ struct RunArgs {
     /// Speech continues this long after the last voiced frame, ms.
     #[arg(long, default_value_t = VadConfig::default().hangover_ms, value_name = "MS")]
     vad_hangover_ms: u32,
+    /// Audio before a speech onset that is included in the speech, ms.
+    #[arg(long, default_value_t = VadConfig::default().preroll_ms, value_name = "MS")]
+    vad_preroll_ms: u32,
     /// ONNX Runtime threads for the embedding model.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -274,6 +277,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
             frame_ms: a.vad_frame_ms,
             aggressiveness: a.vad_aggressiveness,
             hangover_ms: a.vad_hangover_ms,
+            preroll_ms: a.vad_preroll_ms,
             ..VadConfig::default()
         },
         windows: WindowConfig {
