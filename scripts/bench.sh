@@ -10,7 +10,8 @@
 #      BENCH_LIVE_SECS (live playback seconds; default 60, quick 20), BENCH_LIVE_FILE (default dev_03.wav),
 #      BENCH_THREADS (file-mode --threads values; default "1 2"),
 #      BENCH_CRITERION_ARGS (default "--quick"), BENCH_SKIP_LIVE=1, DEV (dev set; default ../shared/eval/dev),
-#      BENCH_OUT (report; default docs/performance.md), BENCH_WORK (scratch; default target/bench).
+#      BENCH_OUT (report; default docs/performance.md), BENCH_WORK (scratch; default target/bench),
+#      BENCH_REPORT_ONLY=1 (rewrite the report from the scratch files of the last run, measuring nothing).
 # Needs: cargo, sox/soxi, python3, GNU time (/usr/bin/time; installed with apt-get if missing and possible), and
 # for live mode pulseaudio + libasound2-plugins (scripts/testmic.sh; scripts/install-deps.sh installs them).
 set -euo pipefail
@@ -43,219 +44,8 @@ now() { date +%s.%N; }
 diff_s() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", a - b }'; }
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tools.
-for t in cargo sox soxi python3; do
-    command -v "$t" >/dev/null 2>&1 || die "'$t' not found (scripts/install-deps.sh installs the system packages)"
-done
-if [ ! -x /usr/bin/time ]; then
-    log "installing GNU time (/usr/bin/time) for peak RSS"
-    sudo_cmd=()
-    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get install -y -qq time >/dev/null 2>&1 ||
-        { "${sudo_cmd[@]}" apt-get update -qq >/dev/null 2>&1 && "${sudo_cmd[@]}" apt-get install -y -qq time >/dev/null 2>&1; } ||
-        die "/usr/bin/time is missing and could not be installed (apt-get install time)"
-fi
-mapfile -t wavs < <(ls "$dev"/*.wav)
-[ ${#wavs[@]} -gt 0 ] || die "no *.wav in $dev"
-
-rm -rf "$work"
-mkdir -p "$work"
-: >"$work/commands.txt"
-cmd() { printf '%s\n' "$*" >>"$work/commands.txt"; }
-
-# ---------------------------------------------------------------------------------------------------------------
-# Build.
-log "building release"
-cmd "cargo build --release"
-cargo build --release --quiet
-[ -x "$bin" ] || die "no binary at $bin"
-
-# ---------------------------------------------------------------------------------------------------------------
-# Machine.
-{
-    echo "cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "cores=$(nproc)"
-    echo "cores_online=$(grep -c '^processor' /proc/cpuinfo)"
-    echo "mem_kb=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)"
-    echo "os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || uname -s), kernel $(uname -r)"
-    echo "rustc=$(rustc -V)"
-    ort_lib=${ORT_DYLIB_PATH:-}
-    if [ -z "$ort_lib" ]; then
-        cache=${WHOSPOKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whospoke}
-        ort_lib=$(ls "$cache"/onnxruntime-*/libonnxruntime.so.* "$repo"/.cache/onnxruntime-*/libonnxruntime.so.* 2>/dev/null | head -1 || true)
-    fi
-    echo "ort_lib=${ort_lib:-not found}"
-    echo "ort_pinned=$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";/\1/p' src/runtime.rs)"
-    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
-    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "quick=$quick"
-    echo "runs=$runs"
-    echo "long_secs=$long_secs"
-    echo "live_secs=$live_secs"
-    echo "dev=$dev"
-    echo "live_file=$live_file"
-} >"$work/machine.txt"
-
-# Audio durations.
-for w in "${wavs[@]}"; do
-    printf '%s\t%s\n' "$(basename "$w" .wav)" "$(soxi -D "$w")"
-done >"$work/durations.tsv"
-
-# ---------------------------------------------------------------------------------------------------------------
-# Sampler: every INTERVAL s while PID lives: wall, utime, stime (ticks), VmRSS, VmHWM (kB), bytes of FILE.
-sample_proc() {
-    local pid=$1 outf=$2 interval=$3 watch=${4:-/dev/null}
-    local stat rest f rss hwm bytes
-    while [ -r "/proc/$pid/stat" ]; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || break
-        rest=${stat##*) }
-        read -ra f <<<"$rest"
-        rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-        hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-        [ -n "$rss" ] || break
-        bytes=$(stat -c %s "$watch" 2>/dev/null || echo 0)
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(now)" "${f[11]}" "${f[12]}" "$rss" "$hwm" "$bytes"
-        sleep "$interval"
-    done >>"$outf"
-}
-
-# ---------------------------------------------------------------------------------------------------------------
-# File mode: whole process per file, wall time and peak RSS.
-log "file mode: ${#wavs[@]} files x $runs run(s) x threads {$threads_list}"
-printf 'threads\trun\tfile\twall_s\tmaxrss_kb\trc\n' >"$work/file_runs.tsv"
-for th in $threads_list; do
-    cmd "for f in $dev/*.wav; do /usr/bin/time -v target/release/whospoke \"\$f\" --format jsonl --no-tui --threads $th > out.jsonl; done   # x $runs, wall per process"
-    for r in $(seq 1 "$runs"); do
-        for w in "${wavs[@]}"; do
-            u=$(basename "$w" .wav)
-            t0=$(now)
-            rc=0
-            /usr/bin/time -v -o "$work/time.txt" "$bin" "$w" --format jsonl --no-tui --threads "$th" \
-                >"$work/file_$u.jsonl" 2>"$work/file_$u.err" || rc=$?
-            t1=$(now)
-            rss=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$work/time.txt")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$th" "$r" "$u" "$(diff_s "$t1" "$t0")" "${rss:-0}" "$rc" \
-                >>"$work/file_runs.tsv"
-            [ "$rc" = 0 ] || log "WARNING: $u (threads $th) exited with $rc: $(tail -2 "$work/file_$u.err")"
-        done
-        log "  threads $th run $r done"
-    done
-done
-rm -f "$work"/file_*.jsonl
-
-# ---------------------------------------------------------------------------------------------------------------
-# Memory over a long stream: dev files looped, raw s16le on stdin, as fast as possible.
-total=$(awk '{s += $2} END {printf "%.3f", s}' "$work/durations.tsv")
-reps=$(python3 -c "import math; print(max(0, math.ceil($long_secs / $total) - 1))")
-interval=5
-[ "$quick" = 1 ] && interval=2
-log "long stream: $long_secs s of audio through stdin (dev set x $((reps + 1)), RSS every $interval s)"
-cmd "sox $dev/dev_*.wav -t raw -r 16000 -e signed-integer -b 16 -c 1 -L - repeat $reps trim 0 $long_secs | target/release/whospoke - --rate 16000 --format jsonl --no-tui > long.jsonl   # RSS from /proc/PID/status every $interval s"
-: >"$work/long_samples.tsv"
-t0=$(now)
-sox "${wavs[@]}" -t raw -r 16000 -e signed-integer -b 16 -c 1 -L - repeat "$reps" trim 0 "$long_secs" 2>"$work/long_sox.err" |
-    "$bin" - --rate 16000 --format jsonl --no-tui >"$work/long.jsonl" 2>"$work/long.err" &
-long_pid=$!
-sample_proc "$long_pid" "$work/long_samples.tsv" "$interval" "$work/long.jsonl" </dev/null >/dev/null 2>&1 &
-sampler=$!
-long_rc=0
-wait "$long_pid" || long_rc=$?
-t1=$(now)
-wait "$sampler" 2>/dev/null || true
-printf 'audio_s=%s\nwall_s=%s\nrc=%s\n' "$long_secs" "$(diff_s "$t1" "$t0")" "$long_rc" >"$work/long_meta.txt"
-[ "$long_rc" = 0 ] || log "WARNING: long stream exited with $long_rc: $(tail -2 "$work/long.err")"
-
-# ---------------------------------------------------------------------------------------------------------------
-# Live mode through the file-backed microphone.
-live_status=skipped
-if [ "${BENCH_SKIP_LIVE:-0}" != 1 ]; then
-    log "live mode: first $live_secs s of $(basename "$live_file") through the file-backed microphone"
-    sox "$live_file" "$work/live_input.wav" trim 0 "$live_secs"
-    cmd "sox $live_file live.wav trim 0 $live_secs"
-    cmd "eval \"\$(scripts/testmic.sh start live.wav)\""
-    cmd "target/release/whospoke --device testmic --format jsonl --no-tui > live.jsonl &   # CPU from /proc/PID/stat every 0.5 s; SIGINT $live_secs s + 3 s after the start event"
-    cmd "scripts/testmic.sh stop"
-    live_status=$(
-        (
-            set -euo pipefail
-            if ! mic_env=$("$repo/scripts/testmic.sh" start "$work/live_input.wav" 2>"$work/testmic.err"); then
-                echo "failed: testmic did not start: $(tail -1 "$work/testmic.err")"
-                exit 0
-            fi
-            eval "$mic_env"
-            # shellcheck disable=SC2317
-            cleanup() { "$repo/scripts/testmic.sh" stop "$TESTMIC_DIR" >/dev/null 2>&1 || true; }
-            trap cleanup EXIT
-            : >"$work/live_samples.tsv"
-            t_launch=$(now)
-            "$bin" --device "$TESTMIC_DEVICE" --format jsonl --no-tui >"$work/live.jsonl" 2>"$work/live.err" &
-            pid=$!
-            sample_proc "$pid" "$work/live_samples.tsv" 0.5 </dev/null >/dev/null 2>&1 &
-            sampler=$!
-            t_start=""
-            for _ in $(seq 1 300); do
-                if grep -q '"type":"start"' "$work/live.jsonl" 2>/dev/null; then
-                    t_start=$(now)
-                    break
-                fi
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            if [ -z "$t_start" ]; then
-                kill -INT "$pid" 2>/dev/null || true
-                wait "$pid" 2>/dev/null || true
-                echo "failed: no start event: $(tail -2 "$work/live.err" | tr '\n' ' ')"
-                exit 0
-            fi
-            sleep "$(awk -v s="$live_secs" 'BEGIN { print s + 3 }')"
-            t_sigint=$(now)
-            kill -INT "$pid" 2>/dev/null || true
-            rc=0
-            wait "$pid" || rc=$?
-            t_exit=$(now)
-            wait "$sampler" 2>/dev/null || true
-            printf 't_launch=%s\nt_start=%s\nt_sigint=%s\nt_exit=%s\nrc=%s\n' \
-                "$t_launch" "$t_start" "$t_sigint" "$t_exit" "$rc" >"$work/live_meta.txt"
-            echo ok
-        ) 2>>"$work/live_shell.err"
-    ) || live_status="failed: see $work/live_shell.err"
-    log "  live: $live_status"
-fi
-echo "$live_status" >"$work/live_status.txt"
-
-# ---------------------------------------------------------------------------------------------------------------
-# Start-up: a 1 s file; whole-process wall time and time to the `start` event on stdout.
-log "start-up: 5 runs on a 1 s file"
-sox "${wavs[0]}" "$work/one_second.wav" trim 0 1
-cmd "sox ${wavs[0]} one_second.wav trim 0 1; target/release/whospoke one_second.wav --format jsonl --no-tui   # x 5, stdout lines timestamped"
-python3 - "$bin" "$work/one_second.wav" >"$work/startup.tsv" <<'EOF'
-import subprocess, sys, time
-binary, wav = sys.argv[1], sys.argv[2]
-print("run\twhole_s\tstart_event_s\trc")
-for run in range(1, 6):
-    t0 = time.monotonic()
-    p = subprocess.Popen([binary, wav, "--format", "jsonl", "--no-tui"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    t_start = None
-    for line in p.stdout:
-        if t_start is None and b'"type":"start"' in line:
-            t_start = time.monotonic() - t0
-    rc = p.wait()
-    whole = time.monotonic() - t0
-    print(f"{run}\t{whole:.4f}\t{t_start if t_start is not None else 'nan'}\t{rc}")
-EOF
-
-# ---------------------------------------------------------------------------------------------------------------
-# Criterion stage benchmarks.
-log "criterion stage benchmarks (cargo bench --bench stages -- $crit_args)"
-cmd "cargo bench --bench stages -- $crit_args"
-crit_rc=0
-# shellcheck disable=SC2086
-CRITERION_HOME="$work/criterion" cargo bench --quiet --bench stages -- $crit_args \
-    >"$work/criterion.out" 2>"$work/criterion.err" || crit_rc=$?
-[ "$crit_rc" = 0 ] || log "WARNING: criterion exited with $crit_rc (see $work/criterion.err)"
-
-# ---------------------------------------------------------------------------------------------------------------
-# Report.
+# Report (from the scratch files in $work).
+report() {
 log "writing $out"
 mkdir -p "$(dirname "$out")"
 python3 - "$work" "$out" <<'EOF'
@@ -292,6 +82,9 @@ def pct(xs, p):
 
 def verdict(ok):
     return "n/a" if ok is None else ("PASS" if ok else "**FAIL**")
+
+def share(ns, total):
+    return "n/a" if ns != ns or total != total or total <= 0 else f"{100 * ns / total:.1f} %"
 
 def fmt_t(ns):
     if ns != ns:
@@ -427,7 +220,7 @@ if crit:
         for name, ns in stages:
             if ns == ns:
                 tot += ns
-            P(f"| {name} | {fmt_t(ns)} | {100 * ns / wall_per_s:.1f} % |")
+            P(f"| {name} | {fmt_t(ns)} | {share(ns, wall_per_s)} |")
         P(f"| **sum of stages** | {fmt_t(tot)} | {100 * tot / wall_per_s:.1f} % |")
         P(f"| other | {fmt_t(wall_per_s - tot)} | {100 * (wall_per_s - tot) / wall_per_s:.1f} % |")
         P("")
@@ -497,10 +290,10 @@ if samples and long_audio > 0:
     peak = max(p[3] for p in pts)
     P("")
     P(f"Growth after warm-up (RSS at 100 % − RSS at 10 %): **{growth:+.1f} MB** over {span_h * 60:.0f} min of audio = "
-      f"**{per_h:+.1f} MB/h**{' (extrapolated)' if span_h < 0.99 else ''}; peak RSS (VmHWM) {peak:.0f} MB;")
+      f"**{per_h:+.1f} MB/h**{' (scaled to 1 h)' if span_h < 0.99 else ''}; peak RSS (VmHWM) {peak:.0f} MB;")
     P(f"min/max sampled RSS after warm-up {min(p[2] for p in pts if p[1] >= first[1]):.1f} / "
       f"{max(p[2] for p in pts if p[1] >= first[1]):.1f} MB ({len(pts)} samples).")
-    budgets.append(("RSS growth over a long stream", f"{per_h:+.1f} MB/h" + (" (extrapolated)" if span_h < 0.99 else ""),
+    budgets.append(("RSS growth over a long stream", f"{per_h:+.1f} MB/h" + (" (scaled to 1 h)" if span_h < 0.99 else ""),
                     "≤ 10 MB/h", verdict(per_h <= 10)))
     budgets.append(("Peak RSS, long stream", f"{peak:.0f} MB", "≤ 150 MB", verdict(peak <= 150)))
 else:
@@ -533,10 +326,11 @@ else:
             while k + 1 < i and steady[i][0] - steady[k + 1][0] >= 1.0:
                 k += 1
             if i > k and steady[i][0] - steady[k][0] >= 0.9:
-                peaks.append(100 * (steady[i][1] - steady[k][1]) / hz / (steady[i][0] - steady[k][0]))
-        peak = max(peaks) if peaks else float("nan")
+                peaks.append((100 * (steady[i][1] - steady[k][1]) / hz / (steady[i][0] - steady[k][0]),
+                              steady[i][0] - t_start))
+        peak, peak_at = max(peaks) if peaks else (float("nan"), float("nan"))
     else:
-        avg = peak = float("nan")
+        avg = peak = peak_at = float("nan")
     startup_cpu = 100 * ls[-1][1] / hz if ls else float("nan")
     hwm = max((s[3] for s in ls), default=0) / 1024
     events = []
@@ -557,7 +351,8 @@ else:
     P("one core).")
     P("")
     P(f"- Start event {t_start - t_launch:.2f} s after launch; stream time at the end {audio_s:.2f} s; exit status {lm.get('rc')}.")
-    P(f"- CPU: **average {avg:.1f} %**, peak {peak:.1f} % (1 s windows) of one core; whole process incl. start-up "
+    P(f"- CPU: **average {avg:.1f} %**, peak {peak:.1f} % (1 s windows; the second ending {peak_at:.1f} s after the "
+      f"`start` event) of one core; whole process incl. start-up "
       f"{startup_cpu / 100:.2f} CPU-s.")
     P(f"- Peak RSS (VmHWM): {hwm:.0f} MB.")
     P(f"- Dropped audio: **{dropped if dropped is not None else 'unknown'} samples** (`end` event), "
@@ -649,9 +444,13 @@ if crit:
         if n.startswith("embed_campplus/window"):
             per_s = ns * win_per_s
             note = f" (× {win_per_s:.2f} windows/s)"
+        elif n.startswith("embed_campplus/1s_audio"):
+            # Two windows = one second of continuous speech; the dev audio averages fewer windows per second.
+            per_s = ns / 2 * win_per_s
+            note = f" (1 s of speech; × {win_per_s / 2:.2f} for the speech share)"
         else:
             per_s, note = ns, ""
-        P(f"| `{n}` | {fmt_t(ns)} | {fmt_t(per_s)}{note} | {100 * per_s / wall_per_s:.1f} % |")
+        P(f"| `{n}` | {fmt_t(ns)} | {fmt_t(per_s)}{note} | {share(per_s, wall_per_s)} |")
     P("")
     P("`cluster_assign` is part of `turns_tracker` (the turn tracker calls the clusterer). Not benchmarked yet: the")
     P("segmentation window (no segmentation stage exists yet).")
@@ -682,4 +481,226 @@ for c in commands:
 P("```")
 open(out_path, "w").write("\n".join(L) + "\n")
 EOF
+}
+
+if [ "${BENCH_REPORT_ONLY:-0}" = 1 ]; then
+    [ -f "$work/machine.txt" ] || die "no measurements in $work to report"
+    report
+    log "done: $out"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tools.
+for t in cargo sox soxi python3; do
+    command -v "$t" >/dev/null 2>&1 || die "'$t' not found (scripts/install-deps.sh installs the system packages)"
+done
+if [ ! -x /usr/bin/time ]; then
+    log "installing GNU time (/usr/bin/time) for peak RSS"
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get install -y -qq time >/dev/null 2>&1 ||
+        { "${sudo_cmd[@]}" apt-get update -qq >/dev/null 2>&1 && "${sudo_cmd[@]}" apt-get install -y -qq time >/dev/null 2>&1; } ||
+        die "/usr/bin/time is missing and could not be installed (apt-get install time)"
+fi
+mapfile -t wavs < <(ls "$dev"/*.wav)
+[ ${#wavs[@]} -gt 0 ] || die "no *.wav in $dev"
+
+rm -rf "$work"
+mkdir -p "$work"
+: >"$work/commands.txt"
+cmd() { printf '%s\n' "$*" >>"$work/commands.txt"; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Build.
+log "building release"
+cmd "cargo build --release"
+cargo build --release --quiet
+[ -x "$bin" ] || die "no binary at $bin"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Machine.
+{
+    echo "cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "cores=$(nproc)"
+    echo "cores_online=$(grep -c '^processor' /proc/cpuinfo)"
+    echo "mem_kb=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)"
+    echo "os=$( (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME") || uname -s), kernel $(uname -r)"
+    echo "rustc=$(rustc -V)"
+    ort_lib=${ORT_DYLIB_PATH:-}
+    if [ -z "$ort_lib" ]; then
+        cache=${WHOSPOKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/whospoke}
+        ort_lib=$(ls "$cache"/onnxruntime-*/libonnxruntime.so.* "$repo"/.cache/onnxruntime-*/libonnxruntime.so.* 2>/dev/null | head -1 || true)
+    fi
+    echo "ort_lib=${ort_lib:-not found}"
+    echo "ort_pinned=$(sed -n 's/^pub const ORT_VERSION: &str = "\(.*\)";/\1/p' src/runtime.rs)"
+    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "quick=$quick"
+    echo "runs=$runs"
+    echo "long_secs=$long_secs"
+    echo "live_secs=$live_secs"
+    echo "dev=$dev"
+    echo "live_file=$live_file"
+} >"$work/machine.txt"
+
+# Audio durations.
+for w in "${wavs[@]}"; do
+    printf '%s\t%s\n' "$(basename "$w" .wav)" "$(soxi -D "$w")"
+done >"$work/durations.tsv"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sampler: every INTERVAL s while PID lives: wall, utime, stime (ticks), VmRSS, VmHWM (kB), bytes of FILE.
+sample_proc() {
+    local pid=$1 outf=$2 interval=$3 watch=${4:-/dev/null}
+    local stat rest f rss hwm bytes
+    while [ -r "/proc/$pid/stat" ]; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || break
+        rest=${stat##*) }
+        read -ra f <<<"$rest"
+        rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        [ -n "$rss" ] || break
+        bytes=$(stat -c %s "$watch" 2>/dev/null || echo 0)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(now)" "${f[11]}" "${f[12]}" "$rss" "$hwm" "$bytes"
+        sleep "$interval"
+    done >>"$outf"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# File mode: whole process per file, wall time and peak RSS.
+log "file mode: ${#wavs[@]} files x $runs run(s) x threads {$threads_list}"
+printf 'threads\trun\tfile\twall_s\tmaxrss_kb\trc\n' >"$work/file_runs.tsv"
+for th in $threads_list; do
+    cmd "for f in $dev/*.wav; do /usr/bin/time -v target/release/whospoke \"\$f\" --format jsonl --no-tui --threads $th > out.jsonl; done   # x $runs, wall per process"
+    for r in $(seq 1 "$runs"); do
+        for w in "${wavs[@]}"; do
+            u=$(basename "$w" .wav)
+            t0=$(now)
+            rc=0
+            /usr/bin/time -v -o "$work/time.txt" "$bin" "$w" --format jsonl --no-tui --threads "$th" \
+                >"$work/file_$u.jsonl" 2>"$work/file_$u.err" || rc=$?
+            t1=$(now)
+            rss=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$work/time.txt")
+            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$th" "$r" "$u" "$(diff_s "$t1" "$t0")" "${rss:-0}" "$rc" \
+                >>"$work/file_runs.tsv"
+            [ "$rc" = 0 ] || log "WARNING: $u (threads $th) exited with $rc: $(tail -2 "$work/file_$u.err")"
+        done
+        log "  threads $th run $r done"
+    done
+done
+rm -f "$work"/file_*.jsonl
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory over a long stream: dev files looped, raw s16le on stdin, as fast as possible.
+total=$(awk '{s += $2} END {printf "%.3f", s}' "$work/durations.tsv")
+reps=$(python3 -c "import math; print(max(0, math.ceil($long_secs / $total) - 1))")
+interval=2
+[ "$quick" = 1 ] && interval=1
+log "long stream: $long_secs s of audio through stdin (dev set x $((reps + 1)), RSS every $interval s)"
+cmd "sox $dev/dev_*.wav -t raw -r 16000 -e signed-integer -b 16 -c 1 -L - repeat $reps trim 0 $long_secs | target/release/whospoke - --rate 16000 --format jsonl --no-tui > long.jsonl   # RSS from /proc/PID/status every $interval s"
+: >"$work/long_samples.tsv"
+t0=$(now)
+sox "${wavs[@]}" -t raw -r 16000 -e signed-integer -b 16 -c 1 -L - repeat "$reps" trim 0 "$long_secs" 2>"$work/long_sox.err" |
+    "$bin" - --rate 16000 --format jsonl --no-tui >"$work/long.jsonl" 2>"$work/long.err" &
+long_pid=$!
+sample_proc "$long_pid" "$work/long_samples.tsv" "$interval" "$work/long.jsonl" </dev/null >/dev/null 2>&1 &
+sampler=$!
+long_rc=0
+wait "$long_pid" || long_rc=$?
+t1=$(now)
+wait "$sampler" 2>/dev/null || true
+printf 'audio_s=%s\nwall_s=%s\nrc=%s\n' "$long_secs" "$(diff_s "$t1" "$t0")" "$long_rc" >"$work/long_meta.txt"
+[ "$long_rc" = 0 ] || log "WARNING: long stream exited with $long_rc: $(tail -2 "$work/long.err")"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Live mode through the file-backed microphone.
+live_status=skipped
+if [ "${BENCH_SKIP_LIVE:-0}" != 1 ]; then
+    log "live mode: first $live_secs s of $(basename "$live_file") through the file-backed microphone"
+    sox "$live_file" "$work/live_input.wav" trim 0 "$live_secs"
+    cmd "sox $live_file live.wav trim 0 $live_secs"
+    cmd "eval \"\$(scripts/testmic.sh start live.wav)\""
+    cmd "target/release/whospoke --device testmic --format jsonl --no-tui > live.jsonl &   # CPU from /proc/PID/stat every 0.5 s; SIGINT $live_secs s + 3 s after the start event"
+    cmd "scripts/testmic.sh stop"
+    live_status=$(
+        (
+            set -euo pipefail
+            if ! mic_env=$("$repo/scripts/testmic.sh" start "$work/live_input.wav" 2>"$work/testmic.err"); then
+                echo "failed: testmic did not start: $(tail -1 "$work/testmic.err")"
+                exit 0
+            fi
+            eval "$mic_env"
+            # shellcheck disable=SC2317
+            cleanup() { "$repo/scripts/testmic.sh" stop "$TESTMIC_DIR" >/dev/null 2>&1 || true; }
+            trap cleanup EXIT
+            : >"$work/live_samples.tsv"
+            t_launch=$(now)
+            "$bin" --device "$TESTMIC_DEVICE" --format jsonl --no-tui >"$work/live.jsonl" 2>"$work/live.err" &
+            pid=$!
+            sample_proc "$pid" "$work/live_samples.tsv" 0.5 </dev/null >/dev/null 2>&1 &
+            sampler=$!
+            t_start=""
+            for _ in $(seq 1 300); do
+                if grep -q '"type":"start"' "$work/live.jsonl" 2>/dev/null; then
+                    t_start=$(now)
+                    break
+                fi
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if [ -z "$t_start" ]; then
+                kill -INT "$pid" 2>/dev/null || true
+                wait "$pid" 2>/dev/null || true
+                echo "failed: no start event: $(tail -2 "$work/live.err" | tr '\n' ' ')"
+                exit 0
+            fi
+            sleep "$(awk -v s="$live_secs" 'BEGIN { print s + 3 }')"
+            t_sigint=$(now)
+            kill -INT "$pid" 2>/dev/null || true
+            rc=0
+            wait "$pid" || rc=$?
+            t_exit=$(now)
+            wait "$sampler" 2>/dev/null || true
+            printf 't_launch=%s\nt_start=%s\nt_sigint=%s\nt_exit=%s\nrc=%s\n' \
+                "$t_launch" "$t_start" "$t_sigint" "$t_exit" "$rc" >"$work/live_meta.txt"
+            echo ok
+        ) 2>>"$work/live_shell.err"
+    ) || live_status="failed: see $work/live_shell.err"
+    log "  live: $live_status"
+fi
+echo "$live_status" >"$work/live_status.txt"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Start-up: a 1 s file; whole-process wall time and time to the `start` event on stdout.
+log "start-up: 5 runs on a 1 s file"
+sox "${wavs[0]}" "$work/one_second.wav" trim 0 1
+cmd "sox ${wavs[0]} one_second.wav trim 0 1; target/release/whospoke one_second.wav --format jsonl --no-tui   # x 5, stdout lines timestamped"
+python3 - "$bin" "$work/one_second.wav" >"$work/startup.tsv" <<'EOF'
+import subprocess, sys, time
+binary, wav = sys.argv[1], sys.argv[2]
+print("run\twhole_s\tstart_event_s\trc")
+for run in range(1, 6):
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary, wav, "--format", "jsonl", "--no-tui"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    t_start = None
+    for line in p.stdout:
+        if t_start is None and b'"type":"start"' in line:
+            t_start = time.monotonic() - t0
+    rc = p.wait()
+    whole = time.monotonic() - t0
+    print(f"{run}\t{whole:.4f}\t{t_start if t_start is not None else 'nan'}\t{rc}")
+EOF
+
+# ---------------------------------------------------------------------------------------------------------------
+# Criterion stage benchmarks.
+log "criterion stage benchmarks (cargo bench --bench stages -- $crit_args)"
+cmd "cargo bench --bench stages -- $crit_args"
+crit_rc=0
+# shellcheck disable=SC2086
+CRITERION_HOME="$work/criterion" cargo bench --quiet --bench stages -- $crit_args \
+    >"$work/criterion.out" 2>"$work/criterion.err" || crit_rc=$?
+[ "$crit_rc" = 0 ] || log "WARNING: criterion exited with $crit_rc (see $work/criterion.err)"
+
+report
 log "done: $out"

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An input file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -31,7 +31,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Writing an output failed.
-    #[error("cannot write {what}: {source}")]
+    #[error("cannot write {what}")]
     Output {
         what: String,
         #[source]

@@ -108,13 +108,31 @@ pub enum Event {
         end: f64,
     },
     /// A new speaker appeared.
-    Speaker { time: f64, speaker: SpeakerLabel },
+    Speaker {
+        #[serde(serialize_with = "ms")]
+        time: f64,
+        speaker: SpeakerLabel,
+    },
     /// A speaker was renamed by the user; all later output uses the new name.
     Rename {
         #[serde(serialize_with = "ms")]
         time: f64,
         from: SpeakerLabel,
         to: SpeakerLabel,
+    },
+    /// A speaker was recognised from a voice profile (`whospoke enroll`): every turn labelled
+    /// `speaker`, already emitted or not, belongs to `name`, and later events use `name`. `name` may
+    /// also be an `S` label again when a profile's name moved to a clearly better matching speaker.
+    Identified {
+        #[serde(serialize_with = "ms")]
+        time: f64,
+        /// The label used so far (`S2`, or a profile name).
+        speaker: SpeakerLabel,
+        /// The profile's name.
+        name: SpeakerLabel,
+        /// Cosine similarity of the speaker's voice to the profile.
+        #[serde(serialize_with = "r3")]
+        similarity: f32,
     },
     /// Audio was lost (ring overflow or device gap). Never silent.
     Dropped {
@@ -151,6 +169,7 @@ impl Event {
             | Event::Relabel { time, .. }
             | Event::Speaker { time, .. }
             | Event::Rename { time, .. }
+            | Event::Identified { time, .. }
             | Event::Dropped { time, .. }
             | Event::Status { time, .. }
             | Event::End { time, .. } => *time,

@@ -1,8 +1,9 @@
 //! whospoke: real-time streaming speaker diarization.
 //!
 //! Pipeline (one module per stage; see docs/architecture.md):
-//! capture/decode -> ring -> `vad` thread (resample + webrtc-vad) -> ring -> `embed` thread
-//! (incremental `fbank` + CAM++) -> `cluster` (online speakers) -> `turns` -> events -> sinks (`output`).
+//! capture/decode -> ring -> `vad` thread (resample + webrtc-vad) -> ring -> `analysis` thread
+//! (incremental `fbank` + CAM++, `segment`ation) -> `turns` thread (`cluster`ing, tentative/final turns)
+//! -> events -> sinks (`output`, `tui`).
 
 pub mod analysis;
 pub mod assign;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod fbank;
 pub mod output;
 pub mod pipeline;
+pub mod profiles;
 pub mod resample;
 pub mod ring;
 pub mod runtime;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use whospoke::analysis::WindowConfig;
+use whospoke::analysis::{SegConfig, WindowConfig};
 use whospoke::cluster::ClusterConfig;
 use whospoke::decode::{self, InputFormat, RawSampleFormat};
 use whospoke::events::Event;
 use whospoke::output::{Format, LabelWriter, RttmFile, SinkError};
 use whospoke::pipeline::{self, Config, Source};
-use whospoke::turns::TurnConfig;
+use whospoke::turns::{SpeechSource, TurnConfig};
 use whospoke::vad::VadConfig;
 
 /// Real-time streaming speaker diarization: who is speaking now.
@@ -31,6 +31,8 @@ use whospoke::vad::VadConfig;
 ///   sox in.wav -t raw -r 16000 -e signed -b 16 -c 1 - | whospoke - --rate 16000 --format jsonl
 ///   whospoke devices                           list input devices
 ///   whospoke eval REF HYP --collar 0.25        score RTTM files (DER, JER)
+///   whospoke enroll Alice alice1.wav alice2.wav  remember Alice's voice; runs then name her
+///   whospoke profiles                          list voice profiles (`profiles remove NAME`)
 #[derive(Parser, Debug)]
 #[command(
     name = "whospoke",
@@ -51,6 +53,50 @@ enum Command {
     Devices,
     /// Score RTTM hypotheses against references: DER (miss, false alarm, confusion), JER, speaker counts.
     Eval(EvalArgs),
+    /// Build (or add to) the voice profile of one person from recordings of them, so that runs name
+    /// them. With --from-session, only that speaker's segments of a run's RTTM are used.
+    Enroll(EnrollArgs),
+    /// List voice profiles (name, speech, last update); `profiles remove NAME` deletes one.
+    Profiles(ProfilesArgs),
+}
+
+#[derive(Args, Debug)]
+struct EnrollArgs {
+    /// The person's name, as runs will show it.
+    name: String,
+    /// Recordings of that person alone (or, with --from-session, the session's audio).
+    #[arg(required = true)]
+    audio: Vec<PathBuf>,
+    /// Use only the segments of --speaker in this RTTM (e.g. from `whospoke --rttm`).
+    #[arg(long, value_name = "RTTM", requires = "speaker")]
+    from_session: Option<PathBuf>,
+    /// The speaker label in the --from-session RTTM (e.g. S2).
+    #[arg(long, value_name = "LABEL", requires = "from_session")]
+    speaker: Option<String>,
+    /// Replace an existing profile of that name instead of adding to it.
+    #[arg(long)]
+    replace: bool,
+    /// Profile directory [default: $XDG_DATA_HOME/whospoke/profiles].
+    #[arg(long, value_name = "DIR")]
+    profiles: Option<PathBuf>,
+    /// Directory holding the ONNX models.
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ProfilesArgs {
+    #[command(subcommand)]
+    action: Option<ProfilesAction>,
+    /// Profile directory [default: $XDG_DATA_HOME/whospoke/profiles].
+    #[arg(long, value_name = "DIR", global = true)]
+    profiles: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProfilesAction {
+    /// Delete the profile of NAME.
+    Remove { name: String },
 }
 
 #[derive(Args, Debug)]
@@ -111,6 +157,25 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = RawFormatArg::S16le)]
     sample_format: RawFormatArg,
 
+    /// Pipeline mode: `seg` adds pyannote segmentation-3.0 for final speech boundaries and
+    /// overlapped speech; `vad` is the lighter webrtc-vad-only path.
+    #[arg(long, value_enum, default_value_t = Mode::Seg)]
+    mode: Mode,
+    /// Segmentation window, seconds (mode seg).
+    #[arg(long, default_value_t = SegConfig::default().window, value_name = "SECONDS")]
+    seg_window: f64,
+    /// Segmentation step, seconds (mode seg).
+    #[arg(long, default_value_t = SegConfig::default().step, value_name = "SECONDS")]
+    seg_step: f64,
+    /// Which detector decides final speech boundaries (mode seg).
+    #[arg(long, value_enum, default_value_t = SpeechSource::Both)]
+    speech: SpeechSource,
+    /// Speech probability at which a 10 ms tick counts as speech (mode seg).
+    #[arg(long, default_value_t = SegConfig::default().speech_threshold, value_name = "P")]
+    speech_threshold: f32,
+    /// Probability of two voices at which a tick counts as overlapped speech (mode seg).
+    #[arg(long, default_value_t = SegConfig::default().overlap_threshold, value_name = "P")]
+    overlap_threshold: f32,
     /// Seconds after which labels become final (labels are tentative before).
     #[arg(long, default_value_t = TurnConfig::default().final_delay, value_name = "SECONDS")]
     latency: f64,
@@ -147,9 +212,27 @@ struct RunArgs {
     /// Directory holding the ONNX models (default: found next to the binary or in the source tree).
     #[arg(long, value_name = "DIR")]
     models: Option<PathBuf>,
+    /// Voice profiles naming known speakers [default: $XDG_DATA_HOME/whospoke/profiles, used when it
+    /// holds any]; see `whospoke enroll`.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_profiles")]
+    profiles: Option<PathBuf>,
+    /// Do not name speakers from voice profiles.
+    #[arg(long)]
+    no_profiles: bool,
+    /// Cosine similarity at which a speaker's voice matches a profile.
+    #[arg(long, default_value_t = whospoke::profiles::DEFAULT_MATCH_THRESHOLD, value_name = "COS")]
+    match_threshold: f32,
     /// Log more (-v info, -vv debug) to stderr.
     #[arg(long, short = 'v', action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// webrtc-vad + sliding CAM++ windows + segmentation-3.0 for boundaries and overlaps.
+    Seg,
+    /// webrtc-vad + sliding CAM++ windows only (lighter).
+    Vad,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -172,10 +255,25 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("whospoke: error: {e:#}");
+            eprintln!("whospoke: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `{e:#}` without repeating a cause the text before it already quotes (library errors embed their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+    }
+    out
 }
 
 /// Logs to stderr, or to `file` while the dashboard owns the terminal.
@@ -208,6 +306,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Command::Eval(a)) => {
             init_logging(cli.run.verbose, None);
             eval(a)
+        }
+        Some(Command::Enroll(a)) => {
+            init_logging(cli.run.verbose, None);
+            enroll(a)
+        }
+        Some(Command::Profiles(a)) => {
+            init_logging(cli.run.verbose, None);
+            profiles(a)
         }
         None => diarize(cli.run),
     }
@@ -286,6 +392,13 @@ fn config(a: &RunArgs, live: bool) -> Config {
             min_window: WindowConfig::default().min_window.min(a.window),
             trusted_window: WindowConfig::default().trusted_window.min(a.window),
         },
+        seg: SegConfig {
+            enabled: a.mode == Mode::Seg,
+            window: a.seg_window,
+            step: a.seg_step,
+            speech_threshold: a.speech_threshold,
+            overlap_threshold: a.overlap_threshold,
+        },
         cluster: ClusterConfig {
             assign_threshold: a.threshold,
             new_speaker_threshold: a.new_speaker_threshold.min(a.threshold),
@@ -294,12 +407,143 @@ fn config(a: &RunArgs, live: bool) -> Config {
         },
         turns: TurnConfig {
             final_delay: a.latency,
+            speech_source: a.speech,
+            speech_threshold: a.speech_threshold,
+            overlap_threshold: a.overlap_threshold,
             ..TurnConfig::default()
         },
         threads: a.threads,
         ring_seconds: if live { 4.0 } else { 2.0 },
+        ..Config::default()
     }
 }
+
+// --- Voice profiles (src/profiles.rs) ------------------------------------------------------------
+
+fn enroll(a: EnrollArgs) -> Result<ExitCode> {
+    use whospoke::profiles::{self, EnrollSource, ProfileStore};
+    let store = ProfileStore::open(a.profiles.as_deref())?;
+    let spans = match (&a.from_session, &a.speaker) {
+        (Some(rttm), Some(spk)) => {
+            if a.audio.len() != 1 {
+                bail!("--from-session takes the session's one audio file");
+            }
+            Some(profiles::rttm_spans(rttm, spk)?)
+        }
+        _ => None,
+    };
+    let sources: Vec<EnrollSource> = a
+        .audio
+        .iter()
+        .map(|p| EnrollSource {
+            path: p.clone(),
+            spans: spans.clone(),
+            label: match (&a.from_session, &a.speaker) {
+                (Some(r), Some(s)) => format!("{} ({} in {})", p.display(), s, r.display()),
+                _ => p.display().to_string(),
+            },
+        })
+        .collect();
+    let models = whospoke::runtime::locate_models(a.models.as_deref())?;
+    whospoke::runtime::init_onnxruntime()?;
+    let mut embedder = whospoke::embed::Embedder::new(&models.campplus, 1)?;
+    let new = profiles::enroll(
+        &a.name,
+        &sources,
+        &mut embedder,
+        &profiles::EnrollConfig::default(),
+    )?;
+    let (profile, verb) = match store.find(new.name.as_str())? {
+        Some((_, mut old)) if !a.replace => {
+            old.merge(&new);
+            (old, "updated")
+        }
+        _ => (new.clone(), "created"),
+    };
+    let path = store.save(&profile)?;
+    eprintln!(
+        "whospoke: {verb} the profile of {} ({:.1} s of speech from this enrollment, {:.1} s in all; window similarity mean {:.2}, 10th percentile {:.2}): {}",
+        profile.name,
+        new.speech_seconds,
+        profile.speech_seconds,
+        new.self_similarity_mean,
+        new.self_similarity_p10,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn profiles(a: ProfilesArgs) -> Result<ExitCode> {
+    let store = whospoke::profiles::ProfileStore::open(a.profiles.as_deref())?;
+    match a.action {
+        Some(ProfilesAction::Remove { name }) => {
+            if store.remove(&name)? {
+                eprintln!("whospoke: removed the profile of {name}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "whospoke: no profile called {name} in {}",
+                    store.dir.display()
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+        None => {
+            let files = store.files()?;
+            if files.is_empty() {
+                eprintln!(
+                    "no voice profiles in {} (create one with `whospoke enroll NAME AUDIO...`)",
+                    store.dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<24} {:>10}  {:<10}", "NAME", "SPEECH", "UPDATED");
+            for f in files {
+                match whospoke::profiles::Profile::load(&f) {
+                    Ok(p) => println!(
+                        "{:<24} {:>9.1}s  {}",
+                        p.name,
+                        p.speech_seconds,
+                        p.updated.get(..10).unwrap_or(&p.updated)
+                    ),
+                    Err(e) => eprintln!("warning: {e}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The voice profiles a run uses: none with --no-profiles; those in --profiles DIR (which must
+/// exist) or in the default directory (if it holds any).
+fn run_profiles(a: &RunArgs) -> Result<Vec<whospoke::profiles::KnownSpeaker>> {
+    if a.no_profiles {
+        return Ok(Vec::new());
+    }
+    if let Some(d) = &a.profiles {
+        if !d.is_dir() {
+            bail!("the profile directory {} does not exist", d.display());
+        }
+    }
+    let Ok(store) = whospoke::profiles::ProfileStore::open(a.profiles.as_deref()) else {
+        return Ok(Vec::new());
+    };
+    let list = store.load_all().context(
+        "cannot load the voice profiles (fix or remove the file, or run with --no-profiles)",
+    )?;
+    if !list.is_empty() {
+        tracing::info!(
+            "{} voice profile(s) from {}",
+            list.len(),
+            store.dir.display()
+        );
+    }
+    Ok(list
+        .iter()
+        .map(|p| whospoke::profiles::KnownSpeaker::from_profile(p, a.match_threshold))
+        .collect())
+}
+// -------------------------------------------------------------------------------------------------
 
 fn uri_for(input: &Option<String>, mic: bool) -> String {
     match input.as_deref() {
@@ -410,7 +654,9 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
         Some(p) => Some(RttmFile::create(p, &uri)?),
         None => None,
     };
-    let running = pipeline::start(source, config(&a, live), &models)?;
+    let mut cfg = config(&a, live);
+    cfg.profiles = run_profiles(&a)?;
+    let running = pipeline::start(source, cfg, &models)?;
     for sig in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

@@ -138,6 +138,15 @@ impl<W: Write> LabelWriter<W> {
                 clock(*end)
             ),
             Event::Rename { from, to, .. } => writeln!(self.out, "# {from} is now called {to}"),
+            Event::Identified {
+                speaker,
+                name,
+                similarity,
+                ..
+            } => writeln!(
+                self.out,
+                "# {speaker} recognised as {name} (similarity {similarity:.2})"
+            ),
             Event::Dropped {
                 time,
                 samples,
@@ -215,7 +224,12 @@ impl RttmFile {
                 self.file.flush().map_err(|e| self.err(e))?;
                 self.turns.push(turn.clone());
             }
-            Event::Rename { from, to, .. } => {
+            Event::Rename { from, to, .. }
+            | Event::Identified {
+                speaker: from,
+                name: to,
+                ..
+            } => {
                 for t in self.turns.iter_mut().filter(|t| &t.speaker == from) {
                     t.speaker = to.clone();
                 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use ringbuf::{HeapCons, HeapProd};
 
-use crate::analysis::{FeatureTracker, WindowConfig};
+use crate::analysis::{FeatureTracker, SegActivity, SegConfig, WindowConfig};
 use crate::capture::{CaptureStats, Microphone};
 use crate::cluster::ClusterConfig;
 use crate::decode::{AudioSource, InputFormat};
@@ -29,6 +29,7 @@ use crate::events::{Control, Event};
 use crate::resample::Resampler;
 use crate::ring::{self, RingSignal};
 use crate::runtime::ModelPaths;
+use crate::segment::{Segmenter, SlidingConfig, SlidingSegmentation};
 use crate::turns::{Analysis, TurnConfig, TurnTracker};
 use crate::vad::{VadConfig, VadFrame, VadGate};
 use crate::{Error, Result, SAMPLE_RATE};
@@ -38,12 +39,16 @@ use crate::{Error, Result, SAMPLE_RATE};
 pub struct Config {
     pub vad: VadConfig,
     pub windows: WindowConfig,
+    pub seg: SegConfig,
     pub cluster: ClusterConfig,
     pub turns: TurnConfig,
     /// ONNX Runtime intra-op threads for the embedding model.
     pub threads: usize,
     /// Seconds of input audio ring A holds before the microphone drops samples.
     pub ring_seconds: f64,
+    /// Voice profiles that may name speakers (empty = none), and how they are matched.
+    pub profiles: Vec<crate::profiles::KnownSpeaker>,
+    pub matching: crate::profiles::MatchConfig,
 }
 
 impl Default for Config {
@@ -51,10 +56,13 @@ impl Default for Config {
         Self {
             vad: VadConfig::default(),
             windows: WindowConfig::default(),
+            seg: SegConfig::default(),
             cluster: ClusterConfig::default(),
             turns: TurnConfig::default(),
             threads: 1,
             ring_seconds: 4.0,
+            profiles: Vec::new(),
+            matching: crate::profiles::MatchConfig::default(),
         }
     }
 }
@@ -64,6 +72,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.vad.validate()?;
         self.windows.validate()?;
+        if self.seg.enabled {
+            self.seg.validate()?;
+        }
         self.cluster.validate()?;
         if !(self.turns.final_delay >= 0.0 && self.turns.final_delay <= 60.0) {
             return Err(Error::Config(format!(
@@ -156,6 +167,21 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
     cfg.validate()?;
     crate::runtime::init_onnxruntime()?;
     let embedder = Embedder::new(&models.campplus, cfg.threads)?;
+    let segmentation = if cfg.seg.enabled {
+        let sr = SAMPLE_RATE as f64;
+        let sliding = SlidingConfig {
+            window: (cfg.seg.window * sr).round() as usize,
+            step: (cfg.seg.step * sr).round() as usize,
+            pad_start: true,
+        };
+        let seg =
+            SlidingSegmentation::new(Segmenter::new(&models.segmentation, cfg.threads)?, sliding)?;
+        // A tick's probabilities must reach the turn stage before its label becomes final.
+        let latency = ((cfg.turns.final_delay - cfg.seg.step).max(0.0) * sr) as u64;
+        Some((seg, SegActivity::new(latency)))
+    } else {
+        None
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(CaptureStats::default());
     let mut handles = Vec::new();
@@ -215,16 +241,17 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
     }
     {
         let wcfg = cfg.windows.clone();
-        let sb = sig_b;
+        let (sb, st) = (sig_b, stop.clone());
         handles.push(spawn("analysis", move || {
             sb.register_consumer();
-            analysis_thread(wcfg, embedder, cons_b, &sb, tx_an)
+            analysis_thread(wcfg, embedder, segmentation, cons_b, &sb, tx_an, &st)
         })?);
     }
     {
         let (tcfg, ccfg, st) = (cfg.turns.clone(), cfg.cluster.clone(), stop.clone());
+        let profiles = (cfg.profiles.clone(), cfg.matching.clone());
         handles.push(spawn("turns", move || {
-            turns_thread(tcfg, ccfg, rx_an, rx_ctl, tx_ev, &st)
+            turns_thread(tcfg, ccfg, profiles, rx_an, rx_ctl, tx_ev, &st)
         })?);
     }
     Ok(Running {
@@ -404,12 +431,15 @@ fn vad_thread(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn analysis_thread(
     cfg: WindowConfig,
     mut embedder: Embedder,
+    mut segmentation: Option<(SlidingSegmentation, SegActivity)>,
     mut cons: HeapCons<VadFrame>,
     sig: &RingSignal,
     tx: Sender<Analysis>,
+    stop: &AtomicBool,
 ) -> Result<()> {
     let mut tracker = FeatureTracker::new(&cfg)?;
     let mut frames = vec![VadFrame::default(); 32];
@@ -444,6 +474,25 @@ fn analysis_thread(
                 };
                 if tx.send(msg).is_err() {
                     break 'outer;
+                }
+            }
+            if let Some((seg, act)) = segmentation.as_mut() {
+                match seg.push(f.audio()) {
+                    Ok(windows) => {
+                        for w in windows {
+                            if let Some((first_tick, values)) =
+                                act.add_window(w.start, w.len, w.log_probs.view())
+                            {
+                                if tx.send(Analysis::Activity { first_tick, values }).is_err() {
+                                    break 'outer;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break 'outer;
+                    }
                 }
             }
             let msg = Analysis::Frame {
@@ -483,6 +532,23 @@ fn analysis_thread(
         }
     }
     if result.is_ok() {
+        if let Some((seg, act)) = segmentation.as_mut() {
+            match seg.finish() {
+                Ok(w) => {
+                    let mut released =
+                        w.and_then(|w| act.add_window(w.start, w.len, w.log_probs.view()));
+                    if let Some((first_tick, values)) = released.take() {
+                        let _ = tx.send(Analysis::Activity { first_tick, values });
+                    }
+                    if let Some((first_tick, values)) = act.finish() {
+                        let _ = tx.send(Analysis::Activity { first_tick, values });
+                    }
+                }
+                Err(e) => result = Err(e),
+            }
+        }
+    }
+    if result.is_ok() {
         if let Some(span) = tracker.finish(end) {
             match embed(&mut tracker, span) {
                 Ok(Some(m)) => {
@@ -494,18 +560,28 @@ fn analysis_thread(
         }
     }
     let _ = tx.send(Analysis::End { at: end });
+    if result.is_err() {
+        // Failed mid-stream: stop the source and keep draining so the upstream threads can end.
+        stop.store(true, Ordering::SeqCst);
+        while ring::pop_wait(&mut cons, &mut frames, sig).is_some() {}
+    }
     result
 }
 
 fn turns_thread(
     tcfg: TurnConfig,
     ccfg: ClusterConfig,
+    profiles: (
+        Vec<crate::profiles::KnownSpeaker>,
+        crate::profiles::MatchConfig,
+    ),
     rx: Receiver<Analysis>,
     controls: Receiver<Control>,
     tx: Sender<Event>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut tracker = TurnTracker::new(tcfg, ccfg)?;
+    tracker.set_profiles(profiles.0, profiles.1);
     let mut out = Vec::with_capacity(64);
     let mut controls_open = true;
     loop {

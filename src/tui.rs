@@ -270,6 +270,7 @@ impl DashboardState {
                 self.speaker_index(speaker);
             }
             Event::Rename { from, to, .. } => self.rename_local(from, to),
+            Event::Identified { speaker, name, .. } => self.rename_local(speaker, name),
             Event::Dropped { total, reason, .. } => {
                 self.dropped_total = self.dropped_total.max(*total);
                 self.last_drop_reason = Some(reason.clone());

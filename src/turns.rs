@@ -41,10 +41,29 @@ pub enum Analysis {
         total: u64,
         reason: String,
     },
+    /// Segmentation-based speech and overlap probabilities for ticks `first_tick..` (10 ms each);
+    /// they decide the final speech boundaries and overlapped speech of those ticks.
+    Activity {
+        first_tick: u64,
+        values: Vec<(f32, f32)>,
+    },
     /// Processing time spent on `audio` seconds of audio.
     Load { audio: f64, busy: f64 },
     /// End of stream at sample `at`.
     End { at: u64 },
+}
+
+/// Which detector decides the final speech boundaries when segmentation is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpeechSource {
+    /// webrtc-vad alone.
+    Vad,
+    /// segmentation-3.0 alone.
+    Seg,
+    /// Speech where both agree (fewest false alarms; robust to noise).
+    Both,
+    /// Speech where either hears it (fewest misses).
+    Either,
 }
 
 /// Labelling and emission settings.
@@ -56,6 +75,14 @@ pub struct TurnConfig {
     pub tentative_interval: f64,
     /// Status events every this many seconds of stream time (0 = never).
     pub status_interval: f64,
+    /// With segmentation: which detector decides final speech.
+    pub speech_source: SpeechSource,
+    /// With segmentation: speech when the mean speech probability reaches this.
+    pub speech_threshold: f32,
+    /// With segmentation: overlapped speech (a second speaker) when the mean probability reaches this.
+    pub overlap_threshold: f32,
+    /// Seconds around an overlap within which the other turn's speaker is taken as the second speaker.
+    pub overlap_reach: f64,
 }
 
 impl Default for TurnConfig {
@@ -64,6 +91,10 @@ impl Default for TurnConfig {
             final_delay: 2.0,
             tentative_interval: 0.25,
             status_interval: 1.0,
+            speech_source: SpeechSource::Both,
+            speech_threshold: 0.5,
+            overlap_threshold: 0.3,
+            overlap_reach: 1.0,
         }
     }
 }
@@ -108,8 +139,12 @@ pub struct TurnTracker {
     clusterer: OnlineClusterer,
     names: Vec<String>,
     announced: Vec<bool>,
-    /// Speech flag per tick from `first_tick`.
+    /// Speech flag per tick from `first_tick` (VAD), and the segmentation's (speech, overlap)
+    /// probabilities when they have arrived.
     speech: VecDeque<bool>,
+    seg: VecDeque<Option<(f32, f32)>>,
+    /// The last final run (its speaker can be the second voice of an overlap that follows).
+    last_final: Option<Run>,
     first_tick: u64,
     /// Ticks before this are final and emitted.
     final_upto: u64,
@@ -130,6 +165,8 @@ pub struct TurnTracker {
     load: f32,
     /// Every final turn so far (for the RTTM and the second pass).
     finals: Vec<Turn>,
+    /// Voice profiles that may name speakers (`set_profiles`).
+    identity: Option<crate::profiles::Identifier>,
 }
 
 fn secs(samples: u64) -> f64 {
@@ -146,6 +183,8 @@ impl TurnTracker {
             names: Vec::new(),
             announced: Vec::new(),
             speech: VecDeque::new(),
+            seg: VecDeque::new(),
+            last_final: None,
             first_tick: 0,
             final_upto: 0,
             windows: VecDeque::new(),
@@ -159,8 +198,58 @@ impl TurnTracker {
             dropped_total: 0,
             load: 0.0,
             finals: Vec::new(),
+            identity: None,
         })
     }
+
+    // --- Known speakers (voice profiles, src/profiles.rs) ---------------------------------------
+
+    /// Lets these profiles name speakers whose voice matches them confidently (see
+    /// `profiles::Identifier`); each naming is announced by an `Event::Identified`.
+    pub fn set_profiles(
+        &mut self,
+        known: Vec<crate::profiles::KnownSpeaker>,
+        cfg: crate::profiles::MatchConfig,
+    ) {
+        self.identity = (!known.is_empty()).then(|| crate::profiles::Identifier::new(known, cfg));
+    }
+
+    /// Compares the speakers' centroids with the profiles; renames the matches.
+    fn identify(&mut self, out: &mut Vec<Event>) {
+        let Some(id) = self.identity.as_mut() else {
+            return;
+        };
+        // Names given by the user (not by a profile) block that profile.
+        let taken: Vec<String> = self
+            .names
+            .iter()
+            .enumerate()
+            .filter(|&(k, n)| id.held(k).is_none() && *n != format!("S{}", k + 1))
+            .map(|(_, n)| n.clone())
+            .collect();
+        let changes = id.check(self.clusterer.centroids(), self.clusterer.counts(), |n| {
+            taken.iter().any(|t| t == n)
+        });
+        for c in changes {
+            let new = match c.profile {
+                Some(p) => self.identity.as_ref().expect("set").known[p].name.clone(),
+                None => format!("S{}", c.speaker + 1),
+            };
+            let old = self.name(c.speaker);
+            self.names[c.speaker] = new.clone();
+            tracing::info!("{old} recognised as {new} (similarity {:.3})", c.similarity);
+            // Not yet announced: its `speaker` event will carry the name.
+            if self.announced[c.speaker] && old != new {
+                out.push(Event::Identified {
+                    time: secs(self.now),
+                    speaker: old,
+                    name: new,
+                    similarity: c.similarity,
+                });
+            }
+        }
+    }
+    // ---------------------------------------------------------------------------------------------
 
     /// Final turns so far.
     pub fn final_turns(&self) -> &[Turn] {
@@ -178,7 +267,14 @@ impl TurnTracker {
         if name.is_empty() {
             return None;
         }
+        if self.names.iter().any(|n| n == name) {
+            tracing::warn!("rename refused: {name} is already a speaker's name");
+            return None;
+        }
         let i = self.names.iter().position(|n| n == speaker)?;
+        if let Some(id) = self.identity.as_mut() {
+            id.pin(i); // the user's name wins over profiles
+        }
         let from = std::mem::replace(&mut self.names[i], name.to_string());
         Some(Event::Rename {
             time: secs(self.now),
@@ -241,6 +337,7 @@ impl TurnTracker {
                     });
                     self.last_window_end = self.last_window_end.max(end);
                 }
+                self.identify(out);
                 self.update(false, out);
             }
             Analysis::Dropped {
@@ -256,6 +353,17 @@ impl TurnTracker {
                     total,
                     reason,
                 });
+            }
+            Analysis::Activity { first_tick, values } => {
+                for (k, v) in values.into_iter().enumerate() {
+                    let t = first_tick + k as u64;
+                    if t < self.first_tick {
+                        continue;
+                    }
+                    let idx = (t - self.first_tick) as usize;
+                    self.ensure_len(idx + 1);
+                    self.seg[idx] = Some(v);
+                }
             }
             Analysis::Load { audio, busy } => {
                 if audio > 0.0 {
@@ -284,10 +392,17 @@ impl TurnTracker {
             if t < self.first_tick {
                 continue;
             }
-            while self.speech.len() <= idx {
-                self.speech.push_back(false);
-            }
+            self.ensure_len(idx + 1);
             self.speech[idx] = speech;
+        }
+    }
+
+    fn ensure_len(&mut self, n: usize) {
+        while self.speech.len() < n {
+            self.speech.push_back(false);
+        }
+        while self.seg.len() < n {
+            self.seg.push_back(None);
         }
     }
 
@@ -330,13 +445,34 @@ impl TurnTracker {
         });
     }
 
-    fn is_speech(&self, tick: u64) -> bool {
+    /// Whether tick `tick` is speech: the VAD decides tentative labels; final ones follow the
+    /// segmentation when its probabilities have arrived.
+    fn is_speech(&self, tick: u64, final_mode: bool) -> bool {
+        if tick < self.first_tick {
+            return false;
+        }
+        let idx = (tick - self.first_tick) as usize;
+        let vad = self.speech.get(idx).copied().unwrap_or(false);
+        if final_mode {
+            if let Some(Some((p, _))) = self.seg.get(idx) {
+                let seg = *p >= self.cfg.speech_threshold;
+                return match self.cfg.speech_source {
+                    SpeechSource::Vad => vad,
+                    SpeechSource::Seg => seg,
+                    SpeechSource::Both => vad && seg,
+                    SpeechSource::Either => vad || seg,
+                };
+            }
+        }
+        vad
+    }
+
+    fn is_overlap(&self, tick: u64) -> bool {
         tick >= self.first_tick
-            && self
-                .speech
-                .get((tick - self.first_tick) as usize)
-                .copied()
-                .unwrap_or(false)
+            && matches!(
+                self.seg.get((tick - self.first_tick) as usize),
+                Some(Some((p, o))) if *p >= self.cfg.speech_threshold && *o >= self.cfg.overlap_threshold
+            )
     }
 
     fn window_label(&mut self, i: usize, final_mode: bool) -> (usize, f32) {
@@ -379,7 +515,7 @@ impl TurnTracker {
         let mut runs: Vec<Run> = Vec::new();
         let mut conf_sum = 0.0f32;
         for t in from..to {
-            if !self.is_speech(t) {
+            if !self.is_speech(t, final_mode) {
                 continue;
             }
             let Some(wi) = self.window_for(t) else {
@@ -436,6 +572,13 @@ impl TurnTracker {
                     break;
                 }
                 self.finalise(r, out);
+                let prev = if k > 0 {
+                    Some(runs[k - 1])
+                } else {
+                    self.last_final
+                };
+                self.second_voices(r, prev, runs.get(k + 1).copied(), out);
+                self.last_final = Some(*r);
                 new_upto = r.end;
             }
             if runs.is_empty() || (at_end && new_upto < horizon) {
@@ -463,7 +606,7 @@ impl TurnTracker {
         let covered = self.last_window_end.div_ceil(TICK);
         if let Some(last) = runs.last_mut() {
             let mut t = last.end.max(covered.min(last.end));
-            while t < now_tick && self.is_speech(t) && t == last.end {
+            while t < now_tick && self.is_speech(t, false) && t == last.end {
                 last.end = t + 1;
                 t += 1;
             }
@@ -510,6 +653,56 @@ impl TurnTracker {
         });
     }
 
+    /// Overlapped stretches inside the final run `r` get a second, final turn for the speaker of the
+    /// neighbouring turn (the one ending or starting nearest to the stretch, within `overlap_reach`).
+    fn second_voices(
+        &mut self,
+        r: &Run,
+        prev: Option<Run>,
+        next: Option<Run>,
+        out: &mut Vec<Event>,
+    ) {
+        let reach = (self.cfg.overlap_reach * SAMPLE_RATE as f64) as u64 / TICK;
+        let mut t = r.start;
+        while t < r.end {
+            if !self.is_overlap(t) {
+                t += 1;
+                continue;
+            }
+            let a = t;
+            while t < r.end && self.is_overlap(t) {
+                t += 1;
+            }
+            let b = t;
+            let before = prev
+                .filter(|p| p.speaker != r.speaker && a.saturating_sub(p.end) <= reach)
+                .map(|p| (a.saturating_sub(p.end), p.speaker));
+            let after = next
+                .filter(|n| n.speaker != r.speaker && n.start.saturating_sub(b) <= reach)
+                .map(|n| (n.start.saturating_sub(b), n.speaker));
+            let other = match (before, after) {
+                (Some(x), Some(y)) => Some(if x.0 <= y.0 { x.1 } else { y.1 }),
+                (x, y) => x.or(y).map(|v| v.1),
+            };
+            if let Some(spk) = other {
+                let id = self.next_id;
+                self.next_id += 1;
+                let run = Run {
+                    speaker: spk,
+                    start: a,
+                    end: b,
+                    confidence: 0.5,
+                };
+                let turn = self.turn(id, &run, Status::Final);
+                self.finals.push(turn.clone());
+                out.push(Event::Turn {
+                    time: secs(self.now),
+                    turn,
+                });
+            }
+        }
+    }
+
     /// Moves the final horizon, retiring tentative turns that lie wholly before it, and forgets state
     /// no longer needed.
     fn advance_final(&mut self, upto: u64, out: &mut Vec<Event>) {
@@ -553,6 +746,7 @@ impl TurnTracker {
         // Forget ticks and windows behind the horizon (keep a window-length of context).
         while self.first_tick < fu && !self.speech.is_empty() {
             self.speech.pop_front();
+            self.seg.pop_front();
             self.first_tick += 1;
         }
         if self.speech.is_empty() {
@@ -638,5 +832,179 @@ impl TurnTracker {
         }
         next_open.sort_by_key(|o| o.start);
         self.open = next_open;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: usize) -> Vec<f32> {
+        // Two clearly different "voices": disjoint halves of the space.
+        let mut v = vec![0.0f32; 192];
+        for (i, x) in v.iter_mut().enumerate() {
+            *x = if (i < 96) == (seed == 0) {
+                1.0
+            } else {
+                0.05 * ((i * 7 + seed) % 5) as f32
+            };
+        }
+        v
+    }
+
+    /// Feeds `speaker_at(t)` (None = silence) for `secs` seconds in 30 ms frames, with a 1.5 s window
+    /// every 0.5 s inside speech, like the analysis thread.
+    fn run(
+        secs: f64,
+        speaker_at: impl Fn(f64) -> Option<usize>,
+        overlap_at: impl Fn(f64) -> bool,
+    ) -> Vec<Event> {
+        let mut tr = TurnTracker::new(
+            TurnConfig {
+                status_interval: 0.0,
+                ..TurnConfig::default()
+            },
+            ClusterConfig::default(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let frame = 480u64;
+        let n = (secs * 16000.0) as u64 / frame;
+        let mut region_start: Option<u64> = None;
+        for k in 0..n {
+            let (s, e) = (k * frame, (k + 1) * frame);
+            let t = s as f64 / 16000.0;
+            let who = speaker_at(t);
+            // Segmentation probabilities for these ticks.
+            let first_tick = s / TICK;
+            let values: Vec<(f32, f32)> = (first_tick..e / TICK)
+                .map(|tk| {
+                    let tt = (tk * TICK) as f64 / 16000.0;
+                    let sp = if speaker_at(tt).is_some() { 0.9 } else { 0.05 };
+                    (sp, if overlap_at(tt) { 0.8 } else { 0.0 })
+                })
+                .collect();
+            tr.process(Analysis::Activity { first_tick, values }, &mut out);
+            tr.process(
+                Analysis::Frame {
+                    start: s,
+                    end: e,
+                    speech: who.is_some(),
+                    power: 0.01,
+                },
+                &mut out,
+            );
+            region_start = match (region_start, who.is_some()) {
+                (None, true) => Some(s),
+                (r, true) => r,
+                (_, false) => None,
+            };
+            if e % 8000 < frame && who.is_some() {
+                let ws = e.saturating_sub(24000).max(region_start.unwrap_or(0));
+                if let Some(v) = speaker_at((ws + e) as f64 / 32000.0).or(who) {
+                    tr.process(
+                        Analysis::Window {
+                            start: ws,
+                            end: e,
+                            embedding: unit(v),
+                            trusted: true,
+                        },
+                        &mut out,
+                    );
+                }
+            }
+        }
+        tr.process(Analysis::End { at: n * frame }, &mut out);
+        out
+    }
+
+    fn finals(ev: &[Event]) -> Vec<Turn> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Turn { turn, .. } if turn.status == Status::Final => Some(turn.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_speakers_get_stable_labels_in_order_and_final_turns() {
+        // A 0-4 s, pause, B 4.5-9 s, pause, A 9.5-13 s.
+        let who = |t: f64| match t {
+            t if t < 4.0 => Some(0),
+            t if (4.5..9.0).contains(&t) => Some(1),
+            t if (9.5..13.0).contains(&t) => Some(0),
+            _ => None,
+        };
+        let ev = run(14.0, who, |_| false);
+        let f = finals(&ev);
+        let labels: Vec<&str> = f.iter().map(|t| t.speaker.as_str()).collect();
+        assert_eq!(labels.first(), Some(&"S1"));
+        assert!(labels.contains(&"S2"));
+        // Every final turn's label matches the truth at its middle (S1 = voice 0).
+        for t in &f {
+            let mid = (t.start + t.end) / 2.0;
+            let want = match who(mid) {
+                Some(0) => "S1",
+                Some(_) => "S2",
+                None => continue,
+            };
+            assert_eq!(t.speaker, want, "{t:?}");
+        }
+        // Turn ids: each final id once; tentative turns came first.
+        let mut ids: Vec<u64> = f.iter().map(|t| t.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), f.len());
+        assert!(matches!(ev.last(), Some(Event::End { speakers, .. }) if speakers.len() == 2));
+        // The first speaker is announced before the second.
+        let spk: Vec<&str> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::Speaker { speaker, .. } => Some(speaker.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(spk, vec!["S1", "S2"]);
+    }
+
+    #[test]
+    fn overlap_gets_a_second_voice() {
+        // A 0-5 s, B 4.5-10 s: 0.5 s of overlap.
+        let who = |t: f64| match t {
+            t if t < 4.5 => Some(0),
+            t if t < 10.0 => Some(1),
+            _ => None,
+        };
+        let ev = run(11.0, who, |t| (4.5..5.0).contains(&t));
+        let f = finals(&ev);
+        // Speech between 4.5 and 5.0 is covered by both S1 and S2.
+        let covers = |label: &str, t: f64| {
+            f.iter()
+                .any(|x| x.speaker == label && x.start <= t && t < x.end)
+        };
+        assert!(covers("S1", 4.7) && covers("S2", 4.7), "{f:#?}");
+        // Outside the overlap, one voice only.
+        assert!(covers("S1", 2.0) && !covers("S2", 2.0));
+        assert!(covers("S2", 8.0) && !covers("S1", 8.0));
+    }
+
+    #[test]
+    fn rename_applies_to_later_output_and_refuses_duplicates() {
+        let mut tr = TurnTracker::new(TurnConfig::default(), ClusterConfig::default()).unwrap();
+        let mut out = Vec::new();
+        tr.process(
+            Analysis::Window {
+                start: 0,
+                end: 16000,
+                embedding: unit(0),
+                trusted: true,
+            },
+            &mut out,
+        );
+        let _ = tr.name(1);
+        assert!(tr.rename("S1", "Alice").is_some());
+        assert!(tr.rename("S2", "Alice").is_none(), "duplicate name refused");
+        assert!(tr.rename("S9", "Bob").is_none(), "unknown speaker");
+        assert_eq!(tr.names()[0], "Alice");
     }
 }

@@ -23,10 +23,12 @@ fn microphone_conversation_is_diarized_live() {
     let rttm_path = tmp.join("live.rttm");
 
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_whospoke"));
-    cmd.args(["--device", "testmic", "--format", "jsonl", "--no-tui", "--rttm"])
-        .arg(&rttm_path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--device", "testmic", "--format", "jsonl", "--no-tui", "--rttm",
+    ])
+    .arg(&rttm_path)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in &mic.env {
         cmd.env(k, v);
     }
@@ -39,9 +41,19 @@ fn microphone_conversation_is_diarized_live() {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let status = child.wait().unwrap();
     let wall = started.elapsed().as_secs_f64();
     assert!(status.success(), "exit {status:?}; stderr:\n{err}");
@@ -51,19 +63,31 @@ fn microphone_conversation_is_diarized_live() {
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     assert_eq!(lines.first().unwrap()["type"], "start", "{out}");
-    assert!(lines.first().unwrap()["input"].as_str().unwrap().contains("testmic"));
+    assert!(lines.first().unwrap()["input"]
+        .as_str()
+        .unwrap()
+        .contains("testmic"));
     let end = lines.last().unwrap();
-    assert_eq!(end["type"], "end", "the stream must end with an end event: {out}");
+    assert_eq!(
+        end["type"], "end",
+        "the stream must end with an end event: {out}"
+    );
     assert_eq!(end["dropped_samples"], 0, "no audio may be dropped");
     // Stream time comes from sample counts: it must cover the clip, and not exceed the wall clock.
     let stream_end = end["time"].as_f64().unwrap();
     assert!(stream_end >= SECONDS - 0.5, "stream time {stream_end}");
-    assert!(stream_end <= wall + 0.5, "stream time {stream_end} > wall {wall}");
+    assert!(
+        stream_end <= wall + 0.5,
+        "stream time {stream_end} > wall {wall}"
+    );
     let speakers = end["speakers"].as_array().unwrap();
     assert_eq!(speakers.len(), 3, "three people speak in the clip: {end}");
     // Times never go backwards.
     let times: Vec<f64> = lines.iter().map(|v| v["time"].as_f64().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1] + 1e-9), "event times must not decrease");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1] + 1e-9),
+        "event times must not decrease"
+    );
 
     // Turn times: the final turns against the ground truth. Live audio arrives after a device start-up
     // delay, so the stream may start a little before the file's first sample: align by the best offset
@@ -76,7 +100,11 @@ fn microphone_conversation_is_diarized_live() {
     };
     let report = whospoke::eval::evaluate_segments(&reference, &hyp, &opts);
     eprintln!("{}", report.to_table());
-    assert!(report.der < 0.20, "DER {:.3} (collar 0.25) too high", report.der);
+    assert!(
+        report.der < 0.20,
+        "DER {:.3} (collar 0.25) too high",
+        report.der
+    );
     assert_eq!(report.count_correct, 1);
 
     // The --rttm file holds the same final turns.

@@ -12,9 +12,6 @@
 //! Needs ONNX Runtime: run `scripts/fetch-onnxruntime.sh` once (or set ORT_DYLIB_PATH). A missing runtime
 //! FAILS these tests with the loader's message; it does not skip them.
 //!
-//! Timing (not a pass/fail check): `cargo test --release --test segmentation -- --ignored --nocapture timing`.
-
-use std::time::Instant;
 
 use ndarray::s;
 use whospoke::runtime::{init_onnxruntime, locate_models, ModelPaths};
@@ -305,34 +302,4 @@ fn sliding_windows_on_real_audio() {
         silent as f64 > 0.95 * pad_frames as f64,
         "padding: {silent}/{pad_frames} silent"
     );
-}
-
-fn median_ms(seg: &mut Segmenter, window: &[f32], runs: usize) -> f64 {
-    seg.run(window).unwrap(); // warm-up
-    seg.run(window).unwrap();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t0 = Instant::now();
-            seg.run(window).unwrap();
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    t[runs / 2]
-}
-
-#[test]
-#[ignore = "timing report, run with --release --ignored --nocapture"]
-fn timing() {
-    let models = setup();
-    let audio = two_speakers();
-    let mut ten = audio.clone();
-    ten.extend_from_slice(&audio[..4 * SR]);
-    for threads in [1, 2] {
-        let mut seg = segmenter(&models, threads);
-        for secs in [5, 10] {
-            let ms = median_ms(&mut seg, &ten[..secs * SR], 20);
-            eprintln!("segmentation-3.0: {secs:>2} s window, {threads} thread(s): median {ms:.1} ms over 20 runs");
-        }
-    }
 }

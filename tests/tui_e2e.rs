@@ -107,8 +107,14 @@ fn dashboard_shows_speakers_renames_and_quits_cleanly() {
         .lines()
         .find(|l| l.contains("│S1 "))
         .unwrap_or_else(|| panic!("no S1 lane:\n{screen}"));
-    assert!(lane_s1.contains('█') || lane_s1.contains('░'), "S1 lane empty:\n{screen}");
-    assert!(screen.lines().any(|l| l.contains("│S2 ")), "no S2 lane:\n{screen}");
+    assert!(
+        lane_s1.contains('█') || lane_s1.contains('░'),
+        "S1 lane empty:\n{screen}"
+    );
+    assert!(
+        screen.lines().any(|l| l.contains("│S2 ")),
+        "no S2 lane:\n{screen}"
+    );
     assert!(screen.contains("dropped 0"), "health line:\n{screen}");
 
     // Rename S1 to Alice: the new name shows on screen.
@@ -118,7 +124,10 @@ fn dashboard_shows_speakers_renames_and_quits_cleanly() {
     let screen = tmux.wait_for(Duration::from_secs(5), |s| s.contains("│Alice"));
     eprintln!("{screen}");
     assert!(screen.contains("│Alice"), "renamed lane:\n{screen}");
-    assert!(!screen.lines().any(|l| l.contains("│S1 ")), "old name still shown:\n{screen}");
+    assert!(
+        !screen.lines().any(|l| l.contains("│S1 ")),
+        "old name still shown:\n{screen}"
+    );
 
     // q quits: exit status 0, terminal restored (cooked mode, dashboard gone).
     tmux.keys(&["q"]);
@@ -130,9 +139,15 @@ fn dashboard_shows_speakers_renames_and_quits_cleanly() {
     let exit = std::fs::read_to_string(&exit_file).expect("whospoke exited");
     assert_eq!(exit.trim(), "EXIT=0");
     let stty = std::fs::read_to_string(format!("{}.stty", exit_file.display())).unwrap();
-    assert!(stty.contains(" icanon") && stty.contains(" echo"), "terminal not restored: {stty}");
+    assert!(
+        stty.contains(" icanon") && stty.contains(" echo"),
+        "terminal not restored: {stty}"
+    );
     let screen = tmux.screen();
-    assert!(!screen.contains("Speaker track"), "dashboard left on screen:\n{screen}");
+    assert!(
+        !screen.contains("Speaker track"),
+        "dashboard left on screen:\n{screen}"
+    );
     // The RTTM written on quit uses the new name.
     let r = std::fs::read_to_string(&rttm).unwrap();
     assert!(r.contains(" Alice "), "{r}");

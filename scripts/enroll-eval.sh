@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Known-speaker naming on the dev set (issue 7's measurement).
+#
+# Enrolls some LibriSpeech speakers from their reference segments in dev_00..dev_05
+# (`whospoke enroll NAME --from-session REF.rttm --speaker LABEL AUDIO`), then diarizes dev_06..dev_11
+# (which mix those speakers with never-enrolled ones) with the profiles and measures, on a 10 ms grid
+# over single-speaker reference speech:
+#   - known: share of enrolled speakers' speech time labelled with their name (of the speech the run
+#     detected, and of all of it), identifications applied to earlier turns like a consumer would;
+#   - unknown: share of never-enrolled speakers' speech time given an enrolled name;
+#   - delay: from each enrolled speaker's first reference turn in a file to the first event showing
+#     the name.
+# Targets (issue 7): >= 95 % known, <= 1 % unknown, <= 2 s delay.
+#
+# Usage: scripts/enroll-eval.sh [DEV_DIR] [-- extra whospoke run options]
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+dev="${1:-$here/../shared/eval/dev}"
+shift || true
+[[ "${1:-}" == "--" ]] && shift
+bin="$here/target/release/whospoke"
+[[ -x "$bin" ]] || (cd "$here" && cargo build --release --quiet)
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+prof="$work/profiles"
+
+# speaker:file it is enrolled from
+enroll_from=(ls1998:dev_01 ls2609:dev_00 ls3005:dev_01 ls3080:dev_03 ls533:dev_00)
+tests=(dev_06 dev_07 dev_08 dev_09 dev_10 dev_11)
+
+known=()
+for e in "${enroll_from[@]}"; do
+  spk="${e%%:*}"; f="${e#*:}"
+  known+=("$spk")
+  "$bin" enroll "$spk" --profiles "$prof" --from-session "$dev/$f.rttm" --speaker "$spk" "$dev/$f.wav"
+done
+"$bin" profiles --profiles "$prof"
+
+for t in "${tests[@]}"; do
+  "$bin" "$dev/$t.wav" --no-tui --format jsonl --profiles "$prof" "$@" > "$work/$t.jsonl"
+done
+
+python3 - "$dev" "$work" "${known[*]}" "${tests[@]}" <<'EOF'
+import json, sys
+dev, work, known, tests = sys.argv[1], sys.argv[2], set(sys.argv[3].split()), sys.argv[4:]
+K = dict(tot=0, det=0, ok=0); U = dict(tot=0, named=0); delays = []
+for t in tests:
+    ref = []
+    for l in open(f"{dev}/{t}.rttm"):
+        w = l.split()
+        ref.append((float(w[3]), float(w[3]) + float(w[4]), w[7]))
+    turns, first = {}, {}
+    for l in open(f"{work}/{t}.jsonl"):
+        e = json.loads(l); ty = e["type"]; tm = e.get("time", 0.0)
+        if ty == "turn":
+            first.setdefault(e["speaker"], tm)
+            if e["status"] == "final":
+                turns[e["id"]] = [e["start"], e["end"], e["speaker"]]
+        elif ty == "speaker":
+            first.setdefault(e["speaker"], tm)
+        elif ty in ("identified", "rename"):
+            a, b = (e["speaker"], e["name"]) if ty == "identified" else (e["from"], e["to"])
+            first.setdefault(b, tm)
+            for x in turns.values():
+                if x[2] == a: x[2] = b
+    end = max(r[1] for r in ref)
+    k = dict(tot=0, det=0, ok=0); u = dict(tot=0, named=0)
+    hyp = sorted(turns.values())
+    for i in range(int(end * 100)):
+        tt = (i + 0.5) / 100
+        r = [s for a, b, s in ref if a <= tt < b]
+        if len(r) != 1: continue
+        h = {s for a, b, s in hyp if a <= tt < b}
+        if r[0] in known:
+            k["tot"] += 1; k["det"] += bool(h); k["ok"] += r[0] in h
+        else:
+            u["tot"] += 1; u["named"] += bool(h & known)
+    for d, s in ((K, k), (U, u)):
+        for x in s: d[x] += s[x]
+    ds = []
+    for spk in sorted({s for _, _, s in ref} & known):
+        st = min(a for a, _, s in ref if s == spk)
+        d = first.get(spk, float("inf")) - st
+        ds.append(f"{spk} {d:.2f}s"); delays.append(d)
+    pct = lambda a, b: 100.0 * a / max(b, 1)
+    print(f"{t}: known named {pct(k['ok'], k['det']):5.1f} % of detected ({pct(k['ok'], k['tot']):5.1f} % of all), "
+          f"unknown given a known name {pct(u['named'], u['tot']):4.1f} %, delay: {', '.join(ds)}")
+pct = lambda a, b: 100.0 * a / max(b, 1)
+delays.sort()
+med = delays[len(delays) // 2] if delays else float("nan")
+print(f"ALL: known named {pct(K['ok'], K['det']):.1f} % of detected speech ({pct(K['ok'], K['tot']):.1f} % of all "
+      f"{K['tot']/100:.0f} s); unknown given a known name {pct(U['named'], U['tot']):.2f} % of {U['tot']/100:.0f} s; "
+      f"delay median {med:.2f} s, max {max(delays):.2f} s, within 2 s: {sum(d <= 2 for d in delays)}/{len(delays)}")
+print("targets: >= 95 % known, <= 1 % unknown, <= 2 s delay")
+EOF

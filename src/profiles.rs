@@ -1,0 +1,767 @@
+//! Voice profiles of known speakers: enrollment, the on-disk format, and live matching.
+//!
+//! A profile is one plain JSON file per person in the profile directory (default
+//! `$XDG_DATA_HOME/whospoke/profiles`, else `~/.local/share/whospoke/profiles`):
+//!
+//! ```json
+//! {"format":"whospoke-profile","version":1,"name":"Alice",
+//!  "created":"2025-01-31T10:00:00Z","updated":"2025-01-31T10:00:00Z",
+//!  "speech_seconds":42.3,"centroid":[0.01, ...192 values, unit length...],"windows":54,
+//!  "self_similarity_mean":0.78,"self_similarity_p10":0.66,"sources":["alice.wav"]}
+//! ```
+//!
+//! - `format` is always `whospoke-profile`; `version` is [`VERSION`]. A file with another format or
+//!   version is refused with a message naming the file and both versions.
+//! - `centroid`: the robust mean of the unit CAM++ embeddings (192-d) of the speaker's speech windows
+//!   (1.5 s every 0.75 s over webrtc-vad speech), re-normalised to unit length. Robust: the 20 % of
+//!   windows least similar to the plain mean are dropped and the mean is taken again.
+//! - `windows`: how many windows went into it; `speech_seconds`: how much speech.
+//! - `self_similarity_mean` / `_p10`: cosine similarity of the windows to the centroid (mean and
+//!   10th percentile): how consistent the voice was; used to judge matches.
+//! - `sources`: the recordings (and, for `--from-session`, the RTTM and speaker label) it came from.
+//!
+//! Enrolling again into an existing profile adds to it: the centroids are averaged weighted by speech
+//! seconds, the statistics likewise.
+//!
+//! Matching ([`Identifier`]): once a live cluster speaker has enough evidence, its centroid is compared
+//! with every profile; the best profile at or above the match threshold, with a margin over the second
+//! best, names the speaker. A profile names at most one speaker at a time; a name, once given, moves
+//! only to a clearly better match.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{dot, normalize};
+use crate::embed::{Embedder, EMBEDDING_DIM};
+use crate::fbank::Fbank;
+use crate::vad::{VadConfig, VadGate};
+use crate::{Error, Result, SAMPLE_RATE};
+
+/// The `format` field of every profile file.
+pub const FORMAT: &str = "whospoke-profile";
+/// The profile format version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Least speech (seconds) a profile is built from.
+pub const MIN_SPEECH_SECONDS: f64 = 5.0;
+/// Default cosine similarity (cluster centroid vs profile centroid) at which a speaker is named.
+pub const DEFAULT_MATCH_THRESHOLD: f32 = 0.5;
+/// Default margin of the best profile over the second best.
+pub const DEFAULT_MATCH_MARGIN: f32 = 0.05;
+
+/// One person's voice profile (the JSON file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub format: String,
+    pub version: u32,
+    pub name: String,
+    /// UTC, RFC 3339.
+    pub created: String,
+    /// UTC, RFC 3339.
+    pub updated: String,
+    pub speech_seconds: f64,
+    /// Unit vector, [`EMBEDDING_DIM`] values.
+    pub centroid: Vec<f32>,
+    pub windows: usize,
+    pub self_similarity_mean: f32,
+    pub self_similarity_p10: f32,
+    #[serde(default)]
+    pub sources: Vec<String>,
+}
+
+impl Profile {
+    /// Parses and checks a profile file's text (`what` names it in errors).
+    pub fn from_json(text: &str, what: &str) -> Result<Self> {
+        let bad = |why: String| Error::Config(format!("profile {what}: {why}"));
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        match v.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            other => {
+                return Err(bad(format!(
+                    "not a whospoke profile (format {other:?}, expected \"{FORMAT}\")"
+                )))
+            }
+        }
+        match v.get("version").and_then(|f| f.as_u64()) {
+            Some(n) if n == VERSION as u64 => {}
+            Some(n) => {
+                return Err(bad(format!(
+                    "format version {n} is not supported by this whospoke (it reads version {VERSION}); \
+                     re-enroll the speaker or use a matching whospoke release"
+                )))
+            }
+            None => return Err(bad("no format version".into())),
+        }
+        let p: Profile =
+            serde_json::from_value(v).map_err(|e| bad(format!("malformed fields: {e}")))?;
+        if p.centroid.len() != EMBEDDING_DIM || p.centroid.iter().any(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "centroid must be {EMBEDDING_DIM} finite values, has {}",
+                p.centroid.len()
+            )));
+        }
+        if p.name.trim().is_empty() {
+            return Err(bad("empty name".into()));
+        }
+        Ok(p)
+    }
+
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read profile {}: {e}", path.display())))?;
+        Self::from_json(&text, &path.display().to_string())
+    }
+
+    /// Pretty JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a profile always serialises")
+    }
+
+    /// Adds another enrollment of the same person, weighted by speech seconds.
+    pub fn merge(&mut self, other: &Profile) {
+        let (a, b) = (self.speech_seconds.max(0.0), other.speech_seconds.max(0.0));
+        let tot = (a + b).max(1e-9);
+        let mut c: Vec<f32> = self
+            .centroid
+            .iter()
+            .zip(&other.centroid)
+            .map(|(x, y)| ((*x as f64 * a + *y as f64 * b) / tot) as f32)
+            .collect();
+        if normalize(&mut c) {
+            self.centroid = c;
+        }
+        let w = |x: f32, y: f32| ((x as f64 * a + y as f64 * b) / tot) as f32;
+        self.self_similarity_mean = w(self.self_similarity_mean, other.self_similarity_mean);
+        self.self_similarity_p10 = w(self.self_similarity_p10, other.self_similarity_p10);
+        self.speech_seconds = a + b;
+        self.windows += other.windows;
+        self.updated = other.updated.clone();
+        for s in &other.sources {
+            if !self.sources.contains(s) {
+                self.sources.push(s.clone());
+            }
+        }
+    }
+}
+
+/// The default profile directory: `$XDG_DATA_HOME/whospoke/profiles`, else
+/// `$HOME/.local/share/whospoke/profiles`.
+pub fn default_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|b| b.join("whospoke").join("profiles"))
+}
+
+/// A directory of profile files.
+#[derive(Debug, Clone)]
+pub struct ProfileStore {
+    pub dir: PathBuf,
+}
+
+impl ProfileStore {
+    /// The store in `dir`, or in [`default_dir`].
+    pub fn open(dir: Option<&Path>) -> Result<Self> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => default_dir().ok_or_else(|| {
+                Error::Config(
+                    "no profile directory: set HOME or XDG_DATA_HOME, or give --profiles DIR"
+                        .into(),
+                )
+            })?,
+        };
+        Ok(Self { dir })
+    }
+
+    /// The `*.json` files, sorted (none if the directory does not exist).
+    pub fn files(&self) -> Result<Vec<PathBuf>> {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::Config(format!(
+                    "cannot read the profile directory {}: {e}",
+                    self.dir.display()
+                )))
+            }
+        };
+        let mut v: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Every profile; the first unreadable or incompatible file is an error naming it.
+    pub fn load_all(&self) -> Result<Vec<Profile>> {
+        self.files()?.iter().map(|p| Profile::load(p)).collect()
+    }
+
+    /// The profile called `name` and its file, if any.
+    pub fn find(&self, name: &str) -> Result<Option<(PathBuf, Profile)>> {
+        for f in self.files()? {
+            let p = Profile::load(&f)?;
+            if p.name == name {
+                return Ok(Some((f, p)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Saves a profile (replacing the file of the same name), atomically. Returns the path.
+    pub fn save(&self, p: &Profile) -> Result<PathBuf> {
+        let io = |e: std::io::Error| {
+            Error::Config(format!("cannot write to {}: {e}", self.dir.display()))
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let path = match self.find(&p.name)? {
+            Some((f, _)) => f,
+            None => {
+                let stem = file_stem(&p.name);
+                let mut k = 1;
+                loop {
+                    let c = if k == 1 {
+                        self.dir.join(format!("{stem}.json"))
+                    } else {
+                        self.dir.join(format!("{stem}-{k}.json"))
+                    };
+                    if !c.exists() {
+                        break c;
+                    }
+                    k += 1;
+                }
+            }
+        };
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, p.to_json() + "\n").map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(path)
+    }
+
+    /// Deletes the profile called `name`; false if there is none.
+    pub fn remove(&self, name: &str) -> Result<bool> {
+        match self.find(name)? {
+            Some((f, _)) => {
+                std::fs::remove_file(&f)
+                    .map_err(|e| Error::Config(format!("cannot remove {}: {e}", f.display())))?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+/// A file name for a person's name: letters, digits, `-`, `_` and `.` kept, the rest `_`.
+fn file_stem(name: &str) -> String {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.').to_string();
+    if s.is_empty() {
+        "profile".into()
+    } else {
+        s
+    }
+}
+
+/// Now, UTC, RFC 3339 to the second.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enrollment
+// ---------------------------------------------------------------------------------------------
+
+/// Enrollment settings.
+#[derive(Debug, Clone)]
+pub struct EnrollConfig {
+    /// Window, seconds.
+    pub window: f64,
+    /// Step, seconds.
+    pub step: f64,
+    /// VAD used to keep speech.
+    pub vad: VadConfig,
+    /// Least speech, seconds.
+    pub min_speech: f64,
+    /// Share of windows dropped (least similar to the first-pass mean) before the final mean.
+    pub drop_fraction: f64,
+}
+
+impl Default for EnrollConfig {
+    fn default() -> Self {
+        Self {
+            window: 1.5,
+            step: 0.75,
+            vad: VadConfig::default(),
+            min_speech: MIN_SPEECH_SECONDS,
+            drop_fraction: 0.2,
+        }
+    }
+}
+
+/// Decodes an audio file to 16 kHz mono.
+pub fn decode_16k(path: &Path) -> Result<Vec<f32>> {
+    let mut src = crate::decode::open_file(path)?;
+    let f = src.format();
+    let mut rs = crate::resample::Resampler::new(f.sample_rate, f.channels)?;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        buf.clear();
+        if src.read(&mut buf)? == 0 {
+            break;
+        }
+        rs.process(&buf, &mut out);
+    }
+    rs.finish(&mut out);
+    Ok(out)
+}
+
+/// Cuts `[start, end)` seconds spans out of 16 kHz audio and joins them.
+pub fn select_spans(audio: &[f32], spans: &[(f64, f64)]) -> Vec<f32> {
+    let sr = SAMPLE_RATE as f64;
+    let mut out = Vec::new();
+    for &(s, e) in spans {
+        let a = ((s.max(0.0) * sr) as usize).min(audio.len());
+        let b = ((e.max(0.0) * sr) as usize).min(audio.len());
+        if b > a {
+            out.extend_from_slice(&audio[a..b]);
+        }
+    }
+    out
+}
+
+/// Keeps the samples webrtc-vad (smoothed as in the live pipeline) calls speech.
+pub fn speech_only(audio: &[f32], vad: &VadConfig) -> Result<Vec<f32>> {
+    let mut gate = VadGate::new(vad)?;
+    let flen = gate.frame_len();
+    let mut decisions = Vec::with_capacity(audio.len() / flen + 1);
+    for fr in audio.chunks(flen) {
+        let voiced = fr.len() == flen && gate.classify(fr);
+        decisions.extend(gate.smoother().push(voiced));
+    }
+    decisions.extend(gate.smoother().drain());
+    let mut out = Vec::new();
+    for (fr, d) in audio.chunks(flen).zip(decisions) {
+        if d {
+            out.extend_from_slice(fr);
+        }
+    }
+    Ok(out)
+}
+
+/// Unit CAM++ embeddings of `window`-second windows every `step` seconds over `speech` (a speech
+/// segment shorter than a window but at least 1 s gets one window).
+pub fn window_embeddings(
+    speech: &[f32],
+    embedder: &mut Embedder,
+    cfg: &EnrollConfig,
+) -> Result<Vec<Vec<f32>>> {
+    let feats = Fbank::new().compute(speech);
+    let n = feats.nrows();
+    let win = (cfg.window * 100.0).round() as usize;
+    let step = ((cfg.step * 100.0).round() as usize).max(1);
+    let mut starts: Vec<usize> = (0..)
+        .map(|k| k * step)
+        .take_while(|s| s + win <= n)
+        .collect();
+    if starts.is_empty() && n >= 100 {
+        starts.push(0);
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for s in starts {
+        let e = (s + win).min(n);
+        let mut v = embedder.embed(feats.slice(ndarray::s![s..e, ..]))?;
+        if normalize(&mut v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// Robust centroid and statistics of unit embeddings: (centroid, similarity mean, 10th percentile).
+pub fn robust_centroid(units: &[Vec<f32>], drop_fraction: f64) -> Option<(Vec<f32>, f32, f32)> {
+    let first = units.first()?;
+    let mean = |sel: &mut dyn Iterator<Item = &Vec<f32>>| {
+        let mut m = vec![0.0f32; first.len()];
+        for u in sel {
+            m.iter_mut().zip(u).for_each(|(a, b)| *a += b);
+        }
+        normalize(&mut m).then_some(m)
+    };
+    let m1 = mean(&mut units.iter())?;
+    let mut order: Vec<(f32, usize)> = units
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (dot(u, &m1), i))
+        .collect();
+    order.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let keep = ((units.len() as f64 * (1.0 - drop_fraction)).ceil() as usize).clamp(1, units.len());
+    let c = mean(&mut order[..keep].iter().map(|&(_, i)| &units[i]))?;
+    let mut sims: Vec<f32> = units.iter().map(|u| dot(u, &c)).collect();
+    sims.sort_by(|a, b| a.total_cmp(b));
+    let mean_sim = sims.iter().sum::<f32>() / sims.len() as f32;
+    let p10 = sims[((sims.len() - 1) as f64 * 0.1).round() as usize];
+    Some((c, mean_sim, p10))
+}
+
+/// One recording to enroll from: a file, optionally restricted to `[start, end)` spans (seconds).
+#[derive(Debug, Clone)]
+pub struct EnrollSource {
+    pub path: PathBuf,
+    pub spans: Option<Vec<(f64, f64)>>,
+    /// How the source is recorded in the profile's `sources`.
+    pub label: String,
+}
+
+/// Builds a new profile for `name` from `sources` (not saved). Refuses less than
+/// `cfg.min_speech` seconds of speech.
+pub fn enroll(
+    name: &str,
+    sources: &[EnrollSource],
+    embedder: &mut Embedder,
+    cfg: &EnrollConfig,
+) -> Result<Profile> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Error::Config("a profile needs a non-empty name".into()));
+    }
+    let mut units = Vec::new();
+    let mut speech_samples = 0usize;
+    for s in sources {
+        let audio = decode_16k(&s.path)?;
+        let audio = match &s.spans {
+            Some(sp) => select_spans(&audio, sp),
+            None => audio,
+        };
+        let speech = speech_only(&audio, &cfg.vad)?;
+        speech_samples += speech.len();
+        units.extend(window_embeddings(&speech, embedder, cfg)?);
+    }
+    let speech_seconds = speech_samples as f64 / SAMPLE_RATE as f64;
+    if speech_seconds < cfg.min_speech || units.is_empty() {
+        return Err(Error::Config(format!(
+            "not enough speech to enroll {name}: {speech_seconds:.1} s found, at least {:.0} s needed \
+             (give a longer recording, or several)",
+            cfg.min_speech
+        )));
+    }
+    let (centroid, mean, p10) = robust_centroid(&units, cfg.drop_fraction)
+        .ok_or_else(|| Error::Inference("enrollment produced no usable embedding".into()))?;
+    let now = utc_now();
+    Ok(Profile {
+        format: FORMAT.into(),
+        version: VERSION,
+        name: name.to_string(),
+        created: now.clone(),
+        updated: now,
+        speech_seconds,
+        centroid,
+        windows: units.len(),
+        self_similarity_mean: mean,
+        self_similarity_p10: p10,
+        sources: sources.iter().map(|s| s.label.clone()).collect(),
+    })
+}
+
+/// The `[start, end)` spans of `speaker` in an RTTM file (every recording in it).
+pub fn rttm_spans(rttm: &Path, speaker: &str) -> Result<Vec<(f64, f64)>> {
+    let all = crate::eval::read_rttm(rttm)?;
+    let mut v: Vec<(f64, f64)> = all
+        .values()
+        .flatten()
+        .filter(|s| s.speaker == speaker)
+        .map(|s| (s.start, s.end))
+        .collect();
+    if v.is_empty() {
+        let mut labels: Vec<&str> = all.values().flatten().map(|s| s.speaker.as_str()).collect();
+        labels.sort();
+        labels.dedup();
+        return Err(Error::Config(format!(
+            "speaker {speaker} does not appear in {} (speakers there: {})",
+            rttm.display(),
+            labels.join(", ")
+        )));
+    }
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matching
+// ---------------------------------------------------------------------------------------------
+
+/// A profile as the live matcher needs it.
+#[derive(Debug, Clone)]
+pub struct KnownSpeaker {
+    pub name: String,
+    /// Unit vector.
+    pub centroid: Vec<f32>,
+    /// Cosine similarity at which a cluster speaker is named after this profile.
+    pub threshold: f32,
+}
+
+impl KnownSpeaker {
+    /// From a stored profile with the match threshold `threshold`.
+    pub fn from_profile(p: &Profile, threshold: f32) -> Self {
+        let mut c = p.centroid.clone();
+        normalize(&mut c);
+        Self {
+            name: p.name.clone(),
+            centroid: c,
+            threshold,
+        }
+    }
+}
+
+/// Matching settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MatchConfig {
+    /// Windows a speaker's centroid must hold before it is compared.
+    pub min_windows: usize,
+    /// The best profile must beat the second best by this much.
+    pub margin: f32,
+    /// A named speaker changes name (or a name moves to another speaker) only for a match this much
+    /// better.
+    pub switch_margin: f32,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        Self {
+            min_windows: 3,
+            margin: DEFAULT_MATCH_MARGIN,
+            switch_margin: 0.1,
+        }
+    }
+}
+
+/// A change of name decided by [`Identifier::check`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameChange {
+    /// Cluster speaker index.
+    pub speaker: usize,
+    /// The profile that now names it, or None: back to its `S` label.
+    pub profile: Option<usize>,
+    /// Cosine similarity of the speaker's centroid to that profile.
+    pub similarity: f32,
+}
+
+/// Names cluster speakers after profiles (pure logic, no I/O).
+#[derive(Debug, Clone)]
+pub struct Identifier {
+    pub known: Vec<KnownSpeaker>,
+    pub cfg: MatchConfig,
+    /// Per speaker: the profile naming it.
+    held: Vec<Option<usize>>,
+    /// Speakers named by the user: never touched.
+    pinned: Vec<bool>,
+}
+
+impl Identifier {
+    pub fn new(known: Vec<KnownSpeaker>, cfg: MatchConfig) -> Self {
+        Self {
+            known,
+            cfg,
+            held: Vec::new(),
+            pinned: Vec::new(),
+        }
+    }
+
+    fn grow(&mut self, n: usize) {
+        if self.held.len() < n {
+            self.held.resize(n, None);
+            self.pinned.resize(n, false);
+        }
+    }
+
+    /// The profile naming `speaker`.
+    pub fn held(&self, speaker: usize) -> Option<usize> {
+        self.held.get(speaker).copied().flatten()
+    }
+
+    /// The user named `speaker`: it keeps that name; its profile (if any) is free again.
+    pub fn pin(&mut self, speaker: usize) {
+        self.grow(speaker + 1);
+        self.pinned[speaker] = true;
+        self.held[speaker] = None;
+    }
+
+    /// Compares every speaker with enough evidence to the profiles; returns the name changes.
+    /// `taken(name)` says whether a name is used by a speaker the identifier does not manage (a
+    /// user's rename); such profiles are skipped.
+    pub fn check(
+        &mut self,
+        centroids: &[Vec<f32>],
+        counts: &[usize],
+        taken: impl Fn(&str) -> bool,
+    ) -> Vec<NameChange> {
+        self.grow(centroids.len());
+        let mut changes = Vec::new();
+        if self.known.is_empty() {
+            return changes;
+        }
+        let sim = |i: usize, p: usize| dot(&centroids[i], &self.known[p].centroid);
+        for i in 0..centroids.len() {
+            if self.pinned[i] || counts.get(i).copied().unwrap_or(0) < self.cfg.min_windows {
+                continue;
+            }
+            let mut best: Option<(usize, f32)> = None;
+            let mut second = -1.0f32;
+            for p in 0..self.known.len() {
+                let s = sim(i, p);
+                match best {
+                    Some((_, b)) if s <= b => second = second.max(s),
+                    Some((_, b)) => {
+                        second = second.max(b);
+                        best = Some((p, s));
+                    }
+                    None => best = Some((p, s)),
+                }
+            }
+            let Some((p, s)) = best else { continue };
+            if s < self.known[p].threshold || s - second < self.cfg.margin {
+                continue;
+            }
+            if self.held[i] == Some(p) || taken(&self.known[p].name) {
+                continue;
+            }
+            if let Some(q) = self.held[i] {
+                // Already named: only a clearly better profile renames it.
+                if s < sim(i, q) + self.cfg.switch_margin {
+                    continue;
+                }
+            }
+            let holder = (0..self.held.len()).find(|&j| j != i && self.held[j] == Some(p));
+            if let Some(j) = holder {
+                // The name is another speaker's: it moves only to a clearly better match.
+                if s < sim(j, p) + self.cfg.switch_margin {
+                    continue;
+                }
+                self.held[j] = None;
+                changes.push(NameChange {
+                    speaker: j,
+                    profile: None,
+                    similarity: sim(j, p),
+                });
+            }
+            self.held[i] = Some(p);
+            changes.push(NameChange {
+                speaker: i,
+                profile: Some(p),
+                similarity: s,
+            });
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut v: Vec<f32> = (0..EMBEDDING_DIM)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        normalize(&mut v);
+        v
+    }
+
+    fn mix(a: &[f32], b: &[f32], w: f32) -> Vec<f32> {
+        let mut v: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + w * y).collect();
+        normalize(&mut v);
+        v
+    }
+
+    fn known(names: &[(&str, u64)]) -> Vec<KnownSpeaker> {
+        names
+            .iter()
+            .map(|&(n, s)| KnownSpeaker {
+                name: n.into(),
+                centroid: unit(s),
+                threshold: DEFAULT_MATCH_THRESHOLD,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_confident_matches_only_and_one_speaker_per_profile() {
+        let k = known(&[("Alice", 1), ("Bob", 2)]);
+        let mut id = Identifier::new(k.clone(), MatchConfig::default());
+        // Speaker 0 ~ Alice, speaker 1 unknown, speaker 2 ~ Alice but less.
+        let c = vec![
+            mix(&k[0].centroid, &unit(10), 0.5),
+            unit(11),
+            mix(&k[0].centroid, &unit(12), 0.9),
+        ];
+        let ch = id.check(&c, &[5, 5, 5], |_| false);
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert_eq!((ch[0].speaker, ch[0].profile), (0, Some(0)));
+        // Not enough evidence: nothing.
+        let mut id2 = Identifier::new(k.clone(), MatchConfig::default());
+        assert!(id2.check(&c, &[2, 2, 2], |_| false).is_empty());
+        // Stable: checking again changes nothing.
+        assert!(id.check(&c, &[5, 5, 5], |_| false).is_empty());
+        // A user's name blocks the profile.
+        let mut id3 = Identifier::new(k, MatchConfig::default());
+        assert!(id3.check(&c, &[5, 5, 5], |n| n == "Alice").is_empty());
+    }
+
+    #[test]
+    fn robust_centroid_ignores_outliers() {
+        let base = unit(5);
+        let mut units: Vec<Vec<f32>> = (0..16).map(|k| mix(&base, &unit(100 + k), 0.4)).collect();
+        units.extend((0..3).map(|k| unit(200 + k)));
+        let (c, mean, p10) = robust_centroid(&units, 0.2).unwrap();
+        assert!(dot(&c, &base) > 0.95);
+        assert!(p10 < mean && mean < 1.0);
+    }
+
+    #[test]
+    fn date_format() {
+        let d = utc_now();
+        assert_eq!(d.len(), 20, "{d}");
+        assert!(d.ends_with('Z') && d.as_bytes()[10] == b'T');
+    }
+}

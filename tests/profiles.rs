@@ -1,0 +1,432 @@
+//! Voice profiles on real speech: enrollment, the file format, and naming known speakers in a run.
+//!
+//! Uses only the committed demo (assets/demo: ls1688, ls3080, ls3331): ls3080 and ls3331 are enrolled
+//! from their segments in the second half (35 s on), then the first 35 s are diarized with those
+//! profiles. ls1688 (0.4-4.5 s) is never enrolled: it must never get a known name.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use whospoke::profiles::{Profile, ProfileStore, FORMAT, VERSION};
+
+const SPLIT: f64 = 35.0;
+const KNOWN: [&str; 2] = ["ls3080", "ls3331"];
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_whospoke")
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("whospoke-profiles-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn demo() -> PathBuf {
+    common::repo().join("assets/demo/demo.flac")
+}
+
+fn demo_rttm() -> PathBuf {
+    common::repo().join("assets/demo/demo.rttm")
+}
+
+/// Cuts `dur` seconds (0 = to the end) from `start` with sox.
+fn sox_trim(input: &Path, start: f64, dur: f64, out: &Path) {
+    let st = Command::new("sox")
+        .arg(input)
+        .arg(out)
+        .args(["trim", &format!("{start:.3}")])
+        .args((dur > 0.0).then(|| format!("{dur:.3}")))
+        .status()
+        .expect("sox");
+    assert!(st.success(), "sox trim failed");
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env_remove("XDG_DATA_HOME")
+        .output()
+        .expect("run whospoke")
+}
+
+fn os<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+/// Reference segments (start, end, speaker) of the demo.
+fn reference() -> Vec<(f64, f64, String)> {
+    let r = whospoke::eval::read_rttm(demo_rttm()).unwrap();
+    r.values()
+        .flatten()
+        .map(|s| (s.start, s.end, s.speaker.clone()))
+        .collect()
+}
+
+#[test]
+fn known_speakers_are_named_and_the_unknown_one_is_not() {
+    let dir = tmpdir("e2e");
+    let profiles = dir.join("profiles");
+    let refs = reference();
+
+    // ls3080: its second-half segments cut into separate files (several recordings, one profile).
+    let mut files = Vec::new();
+    for (k, (s, e, _)) in refs
+        .iter()
+        .filter(|(s, _, spk)| *s >= SPLIT && spk == KNOWN[0])
+        .enumerate()
+    {
+        let f = dir.join(format!("ls3080-{k}.wav"));
+        sox_trim(&demo(), *s, e - s, &f);
+        files.push(f);
+    }
+    let mut args = vec![
+        os("enroll"),
+        os("ls3080"),
+        os("--profiles"),
+        profiles.as_os_str(),
+    ];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "enroll ls3080: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ls3331: --from-session on the second half cut out with sox (RTTM shifted accordingly).
+    let second = dir.join("second.wav");
+    sox_trim(&demo(), SPLIT, 0.0, &second); // to the end
+    let mut rttm = String::new();
+    for (s, e, spk) in refs.iter().filter(|(s, _, _)| *s >= SPLIT) {
+        rttm += &format!(
+            "SPEAKER second 1 {:.3} {:.3} <NA> <NA> {spk} <NA> <NA>\n",
+            s - SPLIT,
+            e - s
+        );
+    }
+    let rttm_path = dir.join("second.rttm");
+    std::fs::write(&rttm_path, rttm).unwrap();
+    let out = run(&[
+        os("enroll"),
+        os("ls3331"),
+        os("--from-session"),
+        rttm_path.as_os_str(),
+        os("--speaker"),
+        os("ls3331"),
+        os("--profiles"),
+        profiles.as_os_str(),
+        second.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "enroll ls3331: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `whospoke profiles` lists both.
+    let out = run(&[os("profiles"), os("--profiles"), profiles.as_os_str()]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && list.contains("ls3080") && list.contains("ls3331"),
+        "{list}"
+    );
+    let store = ProfileStore::open(Some(&profiles)).unwrap();
+    let all = store.load_all().unwrap();
+    assert_eq!(all.len(), 2);
+    for p in &all {
+        println!(
+            "profile {}: {:.1} s speech, {} windows, self-similarity mean {:.3} p10 {:.3}",
+            p.name, p.speech_seconds, p.windows, p.self_similarity_mean, p.self_similarity_p10
+        );
+        assert!(p.speech_seconds >= 5.0 && p.windows >= 5);
+    }
+
+    // Diarize the first half with the profiles.
+    let first = dir.join("first.wav");
+    sox_trim(&demo(), 0.0, SPLIT, &first);
+    let out = run(&[
+        first.as_os_str(),
+        os("--format"),
+        os("jsonl"),
+        os("--no-tui"),
+        os("--profiles"),
+        profiles.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jsonl = String::from_utf8_lossy(&out.stdout);
+
+    // Final turns with the names they end up with (identifications apply to earlier turns too),
+    // and when each name first appeared.
+    let mut turns: BTreeMap<u64, (f64, f64, String)> = BTreeMap::new();
+    let mut first_seen: BTreeMap<String, f64> = BTreeMap::new();
+    let mut identified = Vec::new();
+    for line in jsonl.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let time = v["time"].as_f64().unwrap_or(0.0);
+        let mut seen = |name: &str| {
+            first_seen.entry(name.to_string()).or_insert(time);
+        };
+        match v["type"].as_str().unwrap() {
+            "turn" => {
+                seen(v["speaker"].as_str().unwrap());
+                if v["status"] == "final" {
+                    turns.insert(
+                        v["id"].as_u64().unwrap(),
+                        (
+                            v["start"].as_f64().unwrap(),
+                            v["end"].as_f64().unwrap(),
+                            v["speaker"].as_str().unwrap().to_string(),
+                        ),
+                    );
+                }
+            }
+            "speaker" => seen(v["speaker"].as_str().unwrap()),
+            "identified" => {
+                let (from, to) = (v["speaker"].as_str().unwrap(), v["name"].as_str().unwrap());
+                seen(to);
+                identified.push(line.to_string());
+                for t in turns.values_mut().filter(|t| t.2 == from) {
+                    t.2 = to.to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    for l in &identified {
+        println!("{l}");
+    }
+
+    // Score on a 10 ms grid over single-speaker reference speech.
+    let ticks = (SPLIT * 100.0) as usize;
+    let (mut known_total, mut known_detected, mut known_correct) = (0usize, 0usize, 0usize);
+    let (mut unknown_total, mut unknown_named) = (0usize, 0usize);
+    for k in 0..ticks {
+        let t = (k as f64 + 0.5) / 100.0;
+        let r: Vec<&str> = refs
+            .iter()
+            .filter(|(s, e, _)| *s <= t && t < *e)
+            .map(|x| x.2.as_str())
+            .collect();
+        if r.len() != 1 {
+            continue;
+        }
+        let h: Vec<&str> = turns
+            .values()
+            .filter(|(s, e, _)| *s <= t && t < *e)
+            .map(|x| x.2.as_str())
+            .collect();
+        if KNOWN.contains(&r[0]) {
+            known_total += 1;
+            if !h.is_empty() {
+                known_detected += 1;
+            }
+            if h.contains(&r[0]) {
+                known_correct += 1;
+            }
+        } else {
+            unknown_total += 1;
+            if h.iter().any(|x| KNOWN.contains(x)) {
+                unknown_named += 1;
+            }
+        }
+    }
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    let named = pct(known_correct, known_detected);
+    let named_all = pct(known_correct, known_total);
+    let wrong = pct(unknown_named, unknown_total);
+    println!(
+        "known speakers' speech named correctly: {named:.1} % of detected speech ({named_all:.1} % of \
+         all their reference speech, {:.1} s)",
+        known_total as f64 / 100.0
+    );
+    println!(
+        "unknown speaker's speech given a known name: {wrong:.1} % of {:.1} s",
+        unknown_total as f64 / 100.0
+    );
+    let mut delays = Vec::new();
+    for name in KNOWN {
+        let start = refs
+            .iter()
+            .filter(|(_, _, s)| s == name)
+            .map(|x| x.0)
+            .fold(f64::INFINITY, f64::min);
+        let shown = first_seen.get(name).copied().unwrap_or(f64::INFINITY);
+        println!(
+            "{name}: first speaks at {start:.2} s, name shown at {shown:.2} s (delay {:.2} s)",
+            shown - start
+        );
+        delays.push(shown - start);
+    }
+    assert!(named >= 80.0, "only {named:.1} % named correctly");
+    assert!(
+        wrong <= 1.0,
+        "{wrong:.1} % of the unknown speaker got a known name"
+    );
+    for d in delays {
+        assert!(d <= 5.0, "name shown {d:.2} s after the speaker started");
+    }
+    // The unknown speaker keeps an S label.
+    assert!(turns.values().any(|t| t.0 < 4.5 && t.2.starts_with('S')));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn sample_profile(name: &str, speech: f64, axis: usize) -> Profile {
+    let mut c = vec![0.0f32; 192];
+    c[axis] = 1.0;
+    Profile {
+        format: FORMAT.into(),
+        version: VERSION,
+        name: name.into(),
+        created: "2025-01-01T00:00:00Z".into(),
+        updated: "2025-01-01T00:00:00Z".into(),
+        speech_seconds: speech,
+        centroid: c,
+        windows: 10,
+        self_similarity_mean: 0.8,
+        self_similarity_p10: 0.6,
+        sources: vec!["a.wav".into()],
+    }
+}
+
+#[test]
+fn profile_file_round_trip_merge_and_remove() {
+    let dir = tmpdir("store");
+    let store = ProfileStore::open(Some(&dir.join("p"))).unwrap();
+    assert!(
+        store.load_all().unwrap().is_empty(),
+        "missing directory = no profiles"
+    );
+    let p = sample_profile("Ann Lee", 10.0, 0);
+    let path = store.save(&p).unwrap();
+    assert_eq!(path.file_name().unwrap(), "Ann_Lee.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["format"], "whospoke-profile");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["centroid"].as_array().unwrap().len(), 192);
+    assert_eq!(Profile::load(&path).unwrap(), p);
+    assert_eq!(Profile::from_json(&p.to_json(), "x").unwrap(), p);
+
+    // Merging weights by speech seconds.
+    let mut m = p.clone();
+    let mut q = sample_profile("Ann Lee", 30.0, 1);
+    q.sources = vec!["b.wav".into()];
+    m.merge(&q);
+    assert_eq!(m.speech_seconds, 40.0);
+    assert_eq!(m.windows, 20);
+    assert!(m.centroid[1] > m.centroid[0] && m.centroid[0] > 0.0);
+    let n: f32 = m.centroid.iter().map(|x| x * x).sum();
+    assert!((n - 1.0).abs() < 1e-4);
+    assert_eq!(m.sources, vec!["a.wav".to_string(), "b.wav".to_string()]);
+    store.save(&m).unwrap();
+    assert_eq!(store.load_all().unwrap().len(), 1, "same name: same file");
+
+    // The CLI lists and removes it.
+    let pdir = dir.join("p");
+    let out = run(&[os("profiles"), os("--profiles"), pdir.as_os_str()]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("Ann Lee") && s.contains("40.0s") && s.contains("2025-01-01"),
+        "{s}"
+    );
+    let out = run(&[
+        os("profiles"),
+        os("remove"),
+        os("Ann Lee"),
+        os("--profiles"),
+        pdir.as_os_str(),
+    ]);
+    assert!(out.status.success());
+    assert!(store.load_all().unwrap().is_empty());
+    let out = run(&[
+        os("profiles"),
+        os("remove"),
+        os("Nobody"),
+        os("--profiles"),
+        pdir.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn incompatible_version_is_refused_clearly() {
+    let dir = tmpdir("version");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&sample_profile("Bob", 10.0, 2).to_json()).unwrap();
+    v["version"] = serde_json::json!(2);
+    let f = dir.join("Bob.json");
+    std::fs::write(&f, v.to_string()).unwrap();
+    let e = Profile::load(&f).unwrap_err().to_string();
+    assert!(
+        e.contains("version 2") && e.contains("version 1") && e.contains("Bob.json"),
+        "{e}"
+    );
+    let e = Profile::from_json(r#"{"format":"something-else","version":1}"#, "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a whospoke profile"), "{e}");
+    // A run with that directory stops before any audio, saying why.
+    let out = run(&[
+        demo().as_os_str(),
+        os("--no-tui"),
+        os("--format"),
+        os("jsonl"),
+        os("--profiles"),
+        dir.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("version 2"), "{err}");
+    assert!(out.stdout.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn too_little_speech_is_refused() {
+    let dir = tmpdir("short");
+    let short = dir.join("short.wav");
+    // 3 s of ls3080 alone.
+    sox_trim(&demo(), 5.0, 3.0, &short);
+    let profiles = dir.join("p");
+    let out = run(&[
+        os("enroll"),
+        os("Carol"),
+        short.as_os_str(),
+        os("--profiles"),
+        profiles.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("not enough speech") && err.contains("at least 5 s"),
+        "{err}"
+    );
+    assert!(!profiles.join("Carol.json").exists());
+    // An unknown --from-session speaker is named as such.
+    let out = run(&[
+        os("enroll"),
+        os("Carol"),
+        os("--from-session"),
+        demo_rttm().as_os_str(),
+        os("--speaker"),
+        os("S9"),
+        os("--profiles"),
+        profiles.as_os_str(),
+        demo().as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("S9") && err.contains("ls3080"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
