@@ -443,6 +443,58 @@ fn stages(c: &mut Criterion) {
         }
     }
 
+    // Segmentation (mode seg): one 5 s segmentation-3.0 window (= one second of audio at the default
+    // 1 s step), plus mapping one window onto the 10 ms ticks.
+    if let Some(models) = &m.models {
+        let window = 5 * SR;
+        if m.audio.len() >= window + SR {
+            let mut seg = whospoke::segment::Segmenter::new(&models.segmentation, 1)
+                .expect("segmentation model");
+            let starts: Vec<usize> = (0..(m.audio.len() - window) / 16000)
+                .map(|k| k * 16000)
+                .collect();
+            let mut si = 0usize;
+            g.sample_size(20);
+            g.throughput(Throughput::Elements(1));
+            g.bench_function("segmentation/window_5s", |b| {
+                b.iter(|| {
+                    si = (si + 1) % starts.len();
+                    let a = starts[si];
+                    black_box(
+                        seg.run(&m.audio[a..a + window])
+                            .expect("segmentation")
+                            .frames(),
+                    )
+                })
+            });
+            g.bench_function("segmentation/1s_audio", |b| {
+                b.iter(|| {
+                    for _ in 0..2 {
+                        si = (si + 1) % starts.len();
+                        let a = starts[si];
+                        black_box(
+                            seg.run(&m.audio[a..a + window])
+                                .expect("segmentation")
+                                .frames(),
+                        );
+                    }
+                })
+            });
+            let lp = seg
+                .run(&m.audio[..window])
+                .expect("segmentation")
+                .log_probs()
+                .to_owned();
+            g.bench_function("segmentation_activity/1s_audio", |b| {
+                b.iter(|| {
+                    let mut act = whospoke::analysis::SegActivity::new(0);
+                    black_box(act.add_window(0, window, lp.view()))
+                })
+            });
+            g.sample_size(100);
+        }
+    }
+
     // Clustering: OnlineClusterer::assign for the two windows of one second, against the centroids
     // learnt from the whole file (the clusterer keeps learning while the benchmark cycles through it).
     {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The trade-off table of docs/accuracy.md: corpus DER (collar 0 and 0.25), speaker counts and the
-# real-time factor on the dev set, for each mode and latency (labels final N s behind live).
+# dev set (speed: docs/performance.md), for each mode and latency (labels final N s behind live).
 #   scripts/accuracy-modes.sh [extra whospoke options]   > table.md
 # Env: MODES (default "vad seg"), LATENCIES (default "0.5 1 2 5"), DEV (default ../shared/eval/dev).
 set -euo pipefail
@@ -13,8 +13,8 @@ import sys, glob, wave
 print(sum(wave.open(p).getnframes() / wave.open(p).getframerate() for p in glob.glob(sys.argv[1] + "/*.wav")))
 PY
 )
-echo "| mode | latency (s) | DER c0 % | miss | FA | confusion | DER c0.25 % | JER c0 % | speakers right | RTF |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| mode | latency (s) | DER c0 % | miss | FA | confusion | DER c0.25 % | JER c0 % | speakers right |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for mode in ${MODES:-vad seg}; do
   for lat in ${LATENCIES:-0.5 1 2 5}; do
     out=$(mktemp -d)
@@ -30,9 +30,8 @@ import json, sys
 out, mode, lat, t0, t1, audio = sys.argv[1:]
 a = json.load(open(out + "/c0.json")); b = json.load(open(out + "/c25.json"))
 t = a["total"]
-rtf = (float(t1) - float(t0)) / float(audio)
 print(f"| {mode} | {lat} | {100*a['der']:.2f} | {100*a['miss']/t:.2f} | {100*a['false_alarm']/t:.2f} | "
-      f"{100*a['confusion']/t:.2f} | {100*b['der']:.2f} | {100*a['jer']:.2f} | {a['count_correct']}/{len(a['files'])} | {rtf:.4f} |")
+      f"{100*a['confusion']/t:.2f} | {100*b['der']:.2f} | {100*a['jer']:.2f} | {a['count_correct']}/{len(a['files'])} |")
 PY
     rm -rf "$out"
   done

@@ -172,6 +172,12 @@ for th, (med, rtfs, _, fails) in summary.items():
         budgets.append(("File mode RTF (default config, `--threads 1`)", f"{med:.4f}", "≤ 0.02", verdict(ok)))
     if fails:
         P(f"| | {len(fails)} process(es) FAILED: {', '.join(sorted({f['file'] for f in fails}))} | | | | |")
+if os.path.exists(W("vad_mode.tsv")):
+    vr = tsv("vad_mode.tsv")
+    vrtfs = [sum(float(x["wall_s"]) for x in vr if x["run"] == k) / audio_total for k in sorted({x["run"] for x in vr})]
+    vmed = statistics.median(vrtfs)
+    P(f"| file, `--mode vad --threads 1` (lighter mode, no segmentation) | {vmed:.4f} | "
+      f"{', '.join(f'{x:.4f}' for x in vrtfs)} | {1 / vmed:.0f}x | ≤ 0.02 | {verdict(vmed <= 0.02)} |")
 P("")
 if threads:
     th0 = threads[0]
@@ -206,6 +212,8 @@ if crit:
             ("VAD (webrtc-vad + smoother)", C("vad_webrtc_smoother/1s_audio")),
             ("fbank (streaming) + window features", C("fbank_streaming/1s_audio")),
             (f"CAM++ embedding ({win_per_s:.2f} windows/s)", emb_w * win_per_s),
+            ("segmentation-3.0 (one 5 s window per second; mode seg)", C("segmentation/1s_audio")),
+            ("segmentation activity onto ticks", C("segmentation_activity/1s_audio")),
             ("turns (clustering, labels, events)", C("turns_tracker/1s_audio")),
             ("ring hand-offs (input ring at 16 kHz mono ≈ 1/6 of the 48 kHz stereo benchmark; VAD frames)",
              C("ring_input_48k_stereo_f32/1s_audio") / 6 + C("ring_vad_frames/1s_audio")),
@@ -224,9 +232,10 @@ if crit:
         P(f"| **sum of stages** | {fmt_t(tot)} | {100 * tot / wall_per_s:.1f} % |")
         P(f"| other | {fmt_t(wall_per_s - tot)} | {100 * (wall_per_s - tot) / wall_per_s:.1f} % |")
         P("")
-        floor = emb_w * win_per_s
+        seg_ns = C("segmentation/1s_audio")
+        floor = emb_w * win_per_s + (seg_ns if seg_ns == seg_ns else 0.0)
         if floor == floor:
-            P(f"Floor (model inference alone): {fmt_t(floor)} per second of audio = RTF {floor / 1e9:.4f}; the whole")
+            P(f"Floor (model inference alone: CAM++ + segmentation): {fmt_t(floor)} per second of audio = RTF {floor / 1e9:.4f}; the whole")
             P(f"process takes {med / (floor / 1e9):.2f}x the floor.")
             P("")
 else:
@@ -590,6 +599,17 @@ for th in $threads_list; do
     done
 done
 rm -f "$work"/file_*.jsonl
+log "file mode, --mode vad: ${#wavs[@]} files x $runs run(s)"
+cmd "for f in $dev/*.wav; do target/release/whospoke \"\$f\" --mode vad --format jsonl --no-tui > out.jsonl; done   # x $runs"
+printf 'run\tfile\twall_s\n' >"$work/vad_mode.tsv"
+for r in $(seq 1 "$runs"); do
+    for w in "${wavs[@]}"; do
+        t0=$(now)
+        "$bin" "$w" --mode vad --format jsonl --no-tui >/dev/null 2>&1 || log "WARNING: --mode vad failed on $w"
+        t1=$(now)
+        printf '%s\t%s\t%s\n' "$r" "$(basename "$w" .wav)" "$(diff_s "$t1" "$t0")" >>"$work/vad_mode.tsv"
+    done
+done
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory over a long stream: dev files looped, raw s16le on stdin, as fast as possible.

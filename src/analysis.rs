@@ -327,7 +327,7 @@ impl Default for SegConfig {
         Self {
             enabled: true,
             window: 5.0,
-            step: 0.5,
+            step: 1.0,
             speech_threshold: 0.5,
             overlap_threshold: 0.3,
         }

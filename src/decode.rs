@@ -152,9 +152,9 @@ pub fn open_file(path: &Path) -> Result<Box<dyn AudioSource>> {
         ..Default::default()
     };
     // symphonia panics on some malformed headers: treat a panic as "malformed" rather than crashing the program.
-    let probed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let probed = quiet_catch_unwind(|| {
         symphonia::default::get_probe().format(&hint, mss, &fmt_opts, &MetadataOptions::default())
-    }))
+    })
     .map_err(|_| bad(&name, "malformed header (the decoder gave up on it)"))?
     .map_err(|e| match e {
         SymError::IoError(source) if source.kind() != ErrorKind::UnexpectedEof => Error::Io {
@@ -256,6 +256,15 @@ pub fn open_file(path: &Path) -> Result<Box<dyn AudioSource>> {
             .map_or_else(|| "unknown".to_string(), |n| n.to_string())
     );
     Ok(Box::new(src))
+}
+
+/// `catch_unwind` without the panic hook's message and backtrace on stderr (the caller reports the failure).
+fn quiet_catch_unwind<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r
 }
 
 enum PrecheckError {

@@ -143,6 +143,8 @@ pub struct TurnTracker {
     /// probabilities when they have arrived.
     speech: VecDeque<bool>,
     seg: VecDeque<Option<(f32, f32)>>,
+    /// Windows too short to start the first speaker (used at the end if no speaker ever started).
+    untrusted: Vec<(u64, u64, Vec<f32>)>,
     /// The last final run (its speaker can be the second voice of an overlap that follows).
     last_final: Option<Run>,
     first_tick: u64,
@@ -184,6 +186,7 @@ impl TurnTracker {
             announced: Vec::new(),
             speech: VecDeque::new(),
             seg: VecDeque::new(),
+            untrusted: Vec::new(),
             last_final: None,
             first_tick: 0,
             final_upto: 0,
@@ -326,16 +329,23 @@ impl TurnTracker {
                 trusted,
             } => {
                 let t = secs(end);
-                if let Some(a) = self.clusterer.assign(&embedding, t, trusted) {
-                    self.windows.push_back(Win {
-                        start,
-                        end,
-                        embedding,
-                        tentative: a.speaker,
-                        confidence: a.confidence(),
-                        final_label: None,
-                    });
-                    self.last_window_end = self.last_window_end.max(end);
+                match self.clusterer.assign(&embedding, t, trusted) {
+                    Some(a) => {
+                        self.windows.push_back(Win {
+                            start,
+                            end,
+                            embedding,
+                            tentative: a.speaker,
+                            confidence: a.confidence(),
+                            final_label: None,
+                        });
+                        self.last_window_end = self.last_window_end.max(end);
+                    }
+                    // Too short to start the first speaker; kept in case nothing better comes.
+                    None if self.clusterer.num_speakers() == 0 => {
+                        self.untrusted.push((start, end, embedding));
+                    }
+                    None => {}
                 }
                 self.identify(out);
                 self.update(false, out);
@@ -372,6 +382,23 @@ impl TurnTracker {
             }
             Analysis::End { at } => {
                 self.now = self.now.max(at);
+                if self.clusterer.num_speakers() == 0 {
+                    // A recording with only short speech: its short windows still name one speaker
+                    // rather than none.
+                    for (start, end, embedding) in std::mem::take(&mut self.untrusted) {
+                        if let Some(a) = self.clusterer.assign(&embedding, secs(end), true) {
+                            self.windows.push_back(Win {
+                                start,
+                                end,
+                                embedding,
+                                tentative: a.speaker,
+                                confidence: a.confidence(),
+                                final_label: None,
+                            });
+                            self.last_window_end = self.last_window_end.max(end);
+                        }
+                    }
+                }
                 self.update(true, out);
                 let speakers = self.names.clone();
                 out.push(Event::End {

@@ -39,8 +39,16 @@ enum Kind {
 
 use Kind::*;
 
-const TYPES: [&str; 8] = [
-    "start", "turn", "relabel", "speaker", "rename", "dropped", "status", "end",
+const TYPES: [&str; 9] = [
+    "start",
+    "turn",
+    "relabel",
+    "speaker",
+    "rename",
+    "identified",
+    "dropped",
+    "status",
+    "end",
 ];
 
 /// The documented fields of each event type (besides `type`). The sets are exact.
@@ -71,6 +79,12 @@ fn schema(ty: &str) -> Option<&'static [(&'static str, Kind)]> {
         ],
         "speaker" => &[("time", Secs), ("speaker", Label)],
         "rename" => &[("time", Secs), ("from", Label), ("to", Label)],
+        "identified" => &[
+            ("time", Secs),
+            ("speaker", Label),
+            ("name", Label),
+            ("similarity", Confidence),
+        ],
         "dropped" => &[
             ("time", Secs),
             ("samples", Int),
@@ -240,6 +254,12 @@ fn check_stream(events: &[Value]) -> Result<(), String> {
                     return Err(at("rename of an unknown label".into()));
                 };
                 labels[p] = s("to");
+            }
+            "identified" => {
+                let Some(p) = labels.iter().position(|l| *l == s("speaker")) else {
+                    return Err(at("identified names an unknown label".into()));
+                };
+                labels[p] = s("name");
             }
             "turn" => {
                 let id = e["id"].as_u64().unwrap_or(0);

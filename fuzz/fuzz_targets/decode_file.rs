@@ -7,6 +7,13 @@ use std::io::Write;
 use whospoke::decode::open_file;
 
 fuzz_target!(|data: &[u8]| {
+    // libfuzzer-sys's hook aborts on every panic, even one whospoke catches (decode.rs wraps symphonia's probe in
+    // catch_unwind). Put the default hook back: a panic that escapes open_file/read still aborts (libfuzzer-sys
+    // catches it at the target boundary) and is reported as a crash.
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let _ = std::panic::take_hook();
+    });
     let Some((&sel, bytes)) = data.split_first() else {
         return;
     };
