@@ -89,6 +89,8 @@ def share(ns, total):
 def fmt_t(ns):
     if ns != ns:
         return "n/a"
+    if ns < 0:
+        return "-" + fmt_t(-ns)
     if ns >= 1e6:
         return f"{ns / 1e6:.2f} ms"
     if ns >= 1e3:

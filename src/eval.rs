@@ -295,7 +295,7 @@ pub fn wav_duration(path: impl AsRef<Path>) -> Option<f64> {
                 if rate == 0 || align == 0 {
                     return None;
                 }
-                // a streamed WAV may carry a placeholder size: trust the file length instead
+                // a streamed WAV may carry a size of 0 or 0xFFFFFFFF: trust the file length instead
                 let bytes = size.min(file_len - pos);
                 return Some((bytes / align as u64) as f64 / rate as f64);
             }

@@ -17,6 +17,11 @@ use crate::{Result, SAMPLE_RATE};
 /// Samples per tick (10 ms).
 pub const TICK: u64 = 160;
 
+/// A turn still going on at the final horizon is finalised up to it once that part is this long
+/// (ticks): a long monologue becomes consecutive final turns of one speaker, each final about
+/// `final_delay` after it was spoken, instead of staying tentative until it ends.
+const LONG_TURN_PIECE: u64 = 100;
+
 /// Messages from the analysis thread to this stage.
 #[derive(Debug, Clone)]
 pub enum Analysis {
@@ -594,8 +599,17 @@ impl TurnTracker {
             let mut new_upto = self.final_upto;
             for (k, r) in runs.iter().enumerate() {
                 let is_last = k + 1 == runs.len();
-                // A run touching the horizon may still grow, unless the stream ended.
+                // A run touching the horizon may still grow, unless the stream ended. A long one is
+                // finalised up to the horizon in pieces, so no label stays tentative for long.
                 if is_last && r.end >= horizon && !at_end {
+                    if horizon.saturating_sub(r.start) >= LONG_TURN_PIECE {
+                        let piece = Run { end: horizon, ..*r };
+                        self.finalise(&piece, out);
+                        let prev = if k > 0 { Some(runs[k - 1]) } else { self.last_final };
+                        self.second_voices(&piece, prev, None, out);
+                        self.last_final = Some(piece);
+                        new_upto = horizon;
+                    }
                     break;
                 }
                 self.finalise(r, out);
