@@ -605,7 +605,11 @@ impl TurnTracker {
                     if horizon.saturating_sub(r.start) >= LONG_TURN_PIECE {
                         let piece = Run { end: horizon, ..*r };
                         self.finalise(&piece, out);
-                        let prev = if k > 0 { Some(runs[k - 1]) } else { self.last_final };
+                        let prev = if k > 0 {
+                            Some(runs[k - 1])
+                        } else {
+                            self.last_final
+                        };
                         self.second_voices(&piece, prev, None, out);
                         self.last_final = Some(piece);
                         new_upto = horizon;
