@@ -273,6 +273,30 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
+/// Opens an ONNX model as a CPU session with `threads` intra-op threads (one inter-op thread, full
+/// graph optimisation). The caller checks the model's inputs and outputs.
+pub fn load_session(model: &Path, threads: usize) -> Result<ort::session::Session> {
+    use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+    let env = environment()?;
+    let merr = |why: String| Error::Model {
+        path: model.to_path_buf(),
+        why,
+    };
+    let cfg = |e: ort::Error<SessionBuilder>| {
+        merr(format!("cannot configure the ONNX Runtime session: {e}"))
+    };
+    ort::session::Session::builder(&env)
+        .map_err(|e| merr(format!("cannot create an ONNX Runtime session: {e}")))?
+        .with_intra_threads(threads.max(1))
+        .map_err(cfg)?
+        .with_inter_threads(1)
+        .map_err(cfg)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(cfg)?
+        .commit_from_file(model)
+        .map_err(|e| merr(format!("cannot load the model: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,6 @@ use std::collections::VecDeque;
 use std::path::Path;
 
 use ndarray::{Array2, ArrayView2};
-use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
 
@@ -128,24 +127,11 @@ impl Segmenter {
     /// Loads `models/segmentation-3.0.onnx` (runtime::init_onnxruntime must have succeeded; see
     /// [`crate::runtime::ModelPaths::segmentation`]). `threads` = ORT intra-op threads.
     pub fn new(model: &Path, threads: usize) -> Result<Self> {
-        let env = crate::runtime::environment()?;
         let merr = |why: String| Error::Model {
             path: model.to_path_buf(),
             why,
         };
-        let cfg = |e: ort::Error<ort::session::builder::SessionBuilder>| {
-            merr(format!("cannot configure the ONNX Runtime session: {e}"))
-        };
-        let session = Session::builder(&env)
-            .map_err(|e| merr(format!("cannot create an ONNX Runtime session: {e}")))?
-            .with_intra_threads(threads.max(1))
-            .map_err(cfg)?
-            .with_inter_threads(1)
-            .map_err(cfg)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(cfg)?
-            .commit_from_file(model)
-            .map_err(|e| merr(format!("cannot load the model: {e}")))?;
+        let session = crate::runtime::load_session(model, threads)?;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
         if inputs != ["waveform"] || outputs != ["log_probs"] {

@@ -335,17 +335,7 @@ impl TurnTracker {
             } => {
                 let t = secs(end);
                 match self.clusterer.assign(&embedding, t, trusted) {
-                    Some(a) => {
-                        self.windows.push_back(Win {
-                            start,
-                            end,
-                            embedding,
-                            tentative: a.speaker,
-                            confidence: a.confidence(),
-                            final_label: None,
-                        });
-                        self.last_window_end = self.last_window_end.max(end);
-                    }
+                    Some(a) => self.push_window(start, end, embedding, a),
                     // Too short to start the first speaker; kept in case nothing better comes.
                     None if self.clusterer.num_speakers() == 0 => {
                         self.untrusted.push((start, end, embedding));
@@ -392,15 +382,7 @@ impl TurnTracker {
                     // rather than none.
                     for (start, end, embedding) in std::mem::take(&mut self.untrusted) {
                         if let Some(a) = self.clusterer.assign(&embedding, secs(end), true) {
-                            self.windows.push_back(Win {
-                                start,
-                                end,
-                                embedding,
-                                tentative: a.speaker,
-                                confidence: a.confidence(),
-                                final_label: None,
-                            });
-                            self.last_window_end = self.last_window_end.max(end);
+                            self.push_window(start, end, embedding, a);
                         }
                     }
                 }
@@ -413,6 +395,25 @@ impl TurnTracker {
                 });
             }
         }
+    }
+
+    /// Keeps an assigned window for labelling its ticks.
+    fn push_window(
+        &mut self,
+        start: u64,
+        end: u64,
+        embedding: Vec<f32>,
+        a: crate::cluster::Assignment,
+    ) {
+        self.windows.push_back(Win {
+            start,
+            end,
+            embedding,
+            tentative: a.speaker,
+            confidence: a.confidence(),
+            final_label: None,
+        });
+        self.last_window_end = self.last_window_end.max(end);
     }
 
     fn add_frame(&mut self, start: u64, end: u64, speech: bool) {
