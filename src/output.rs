@@ -244,6 +244,20 @@ impl RttmFile {
         self.file.flush().map_err(|e| self.err(e))?;
         let mut turns = std::mem::take(&mut self.turns);
         turns.sort_by(|a, b| a.start.total_cmp(&b.start));
+        // Consecutive pieces of one speaker's long turn (finalised piece by piece) become one line.
+        let mut merged: Vec<Turn> = Vec::with_capacity(turns.len());
+        for t in turns {
+            let cont = merged
+                .iter_mut()
+                .rev()
+                .take(4)
+                .find(|m| m.speaker == t.speaker && (t.start - m.end).abs() < 1e-6);
+            match cont {
+                Some(m) => m.end = m.end.max(t.end),
+                None => merged.push(t),
+            }
+        }
+        let turns = merged;
         let tmp = self.path.with_extension("rttm.tmp");
         let write = || -> io::Result<()> {
             let mut f = BufWriter::new(File::create(&tmp)?);

@@ -335,9 +335,17 @@ impl DashboardState {
     pub fn stats(&self) -> Vec<SpeakerStats> {
         let mut talk = vec![0.0f64; self.speakers.len()];
         let mut turns = vec![0usize; self.speakers.len()];
-        for t in self.turns.values() {
+        // A long turn arrives as consecutive final pieces of one speaker: pieces that continue the
+        // speaker's previous stretch without a gap count as one turn.
+        let mut by_start: Vec<&TurnRec> = self.turns.values().collect();
+        by_start.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let mut last_end = vec![f64::NEG_INFINITY; self.speakers.len()];
+        for t in by_start {
             talk[t.speaker] += (t.end - t.start).max(0.0);
-            turns[t.speaker] += 1;
+            if t.start - last_end[t.speaker] > 0.011 {
+                turns[t.speaker] += 1;
+            }
+            last_end[t.speaker] = last_end[t.speaker].max(t.end);
         }
         let total: f64 = talk.iter().sum();
         self.speakers

@@ -107,13 +107,32 @@ fn microphone_conversation_is_diarized_live() {
     );
     assert_eq!(report.count_correct, 1);
 
-    // The --rttm file holds the same final turns.
+    // The --rttm file holds the same final turns (consecutive pieces of a long turn joined): the
+    // same talk time per speaker, to the millisecond per line.
     let rttm = std::fs::read_to_string(&rttm_path).unwrap();
+    let mut from_file: std::collections::BTreeMap<String, f64> = Default::default();
+    for line in rttm.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f.len(), 10, "RTTM line {line:?}");
+        *from_file.entry(f[7].to_string()).or_default() += f[4].parse::<f64>().unwrap();
+    }
+    let mut printed: std::collections::BTreeMap<String, f64> = Default::default();
+    for seg in hyp.values().flatten() {
+        *printed.entry(seg.speaker.clone()).or_default() += seg.end - seg.start;
+    }
     assert_eq!(
-        rttm.lines().count(),
-        hyp.values().next().unwrap().len(),
-        "RTTM file vs final turns"
+        from_file.keys().collect::<Vec<_>>(),
+        printed.keys().collect::<Vec<_>>()
     );
+    let lines = rttm.lines().count() as f64;
+    for (spk, t) in &printed {
+        assert!(
+            (from_file[spk] - t).abs() <= 0.001 * (lines + 1.0),
+            "{spk}: {} s in the RTTM file, {t} s printed",
+            from_file[spk]
+        );
+    }
+    assert!(rttm.lines().count() <= hyp.values().next().unwrap().len());
     drop(mic);
     std::fs::remove_dir_all(&tmp).ok();
 }
