@@ -659,6 +659,20 @@ impl TurnTracker {
         }
     }
 
+    /// The event saying that open turn `o`, emitted as its speaker, now belongs to speaker `to`.
+    fn relabel(&mut self, o: &OpenTurn, to: usize) -> Event {
+        let from = self.name(o.speaker);
+        let to = self.name(to);
+        Event::Relabel {
+            time: secs(self.now),
+            id: o.id,
+            from,
+            to,
+            start: secs(o.start * TICK),
+            end: secs(o.end * TICK),
+        }
+    }
+
     fn finalise(&mut self, r: &Run, out: &mut Vec<Event>) {
         // Adopt the id of the open tentative turn overlapping most.
         let mut best: Option<(usize, u64)> = None;
@@ -672,16 +686,8 @@ impl TurnTracker {
             Some((i, _)) => {
                 let o = self.open.remove(i);
                 if o.speaker != r.speaker {
-                    let from = self.name(o.speaker);
-                    let to = self.name(r.speaker);
-                    out.push(Event::Relabel {
-                        time: secs(self.now),
-                        id: o.id,
-                        from,
-                        to,
-                        start: secs(o.start * TICK),
-                        end: secs(o.end * TICK),
-                    });
+                    let ev = self.relabel(&o, r.speaker);
+                    out.push(ev);
                 }
                 o.id
             }
@@ -825,16 +831,8 @@ impl TurnTracker {
                     let mut o = self.open[i].clone();
                     let changed = o.speaker != r.speaker;
                     if changed {
-                        let from = self.name(o.speaker);
-                        let to = self.name(r.speaker);
-                        out.push(Event::Relabel {
-                            time: secs(self.now),
-                            id: o.id,
-                            from,
-                            to,
-                            start: secs(o.start * TICK),
-                            end: secs(o.end * TICK),
-                        });
+                        let ev = self.relabel(&o, r.speaker);
+                        out.push(ev);
                     }
                     o.speaker = r.speaker;
                     o.start = r.start;
