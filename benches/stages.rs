@@ -443,8 +443,8 @@ fn stages(c: &mut Criterion) {
         }
     }
 
-    // Segmentation (mode seg): one 5 s segmentation-3.0 window (= one second of audio at the default
-    // 1 s step), plus mapping one window onto the 10 ms ticks.
+    // Segmentation (mode seg): one 5 s segmentation-3.0 window, which is one second of audio at the
+    // default 1 s step, plus mapping one window onto the 10 ms ticks.
     if let Some(models) = &m.models {
         let window = 5 * SR;
         if m.audio.len() >= window + SR {
@@ -456,17 +456,6 @@ fn stages(c: &mut Criterion) {
             let mut si = 0usize;
             g.sample_size(20);
             g.throughput(Throughput::Elements(1));
-            g.bench_function("segmentation/window_5s", |b| {
-                b.iter(|| {
-                    si = (si + 1) % starts.len();
-                    let a = starts[si];
-                    black_box(
-                        seg.run(&m.audio[a..a + window])
-                            .expect("segmentation")
-                            .frames(),
-                    )
-                })
-            });
             g.bench_function("segmentation/1s_audio", |b| {
                 b.iter(|| {
                     si = (si + 1) % starts.len();

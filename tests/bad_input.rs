@@ -3,6 +3,9 @@
 //! instead of the suite. Each case checks the exit status, that nothing panicked, and that the message names the
 //! thing (file, directory, device) and says why. Issue 6, "Bad input" and "Environment"; docs/reliability.md.
 
+mod common;
+
+use common::TempDir;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -12,27 +15,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_whospoke");
 /// No run may take longer than this.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A private scratch dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("whospoke-bad-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What a finished run left behind.
 struct Outcome {

@@ -4,6 +4,9 @@
 //! Test audio is generated at test time with sox (and espeak-ng for the capture test) into a private temp dir.
 //! sox cannot encode MP3 here, so the MP3 test builds a valid MPEG-1 Layer III stream of digital silence by hand.
 
+mod common;
+
+use common::TempDir;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,28 +25,6 @@ fn init_log() {
         .with_env_filter("whospoke=info")
         .with_test_writer()
         .try_init();
-}
-
-/// A private scratch dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("whospoke-inputs-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn run(cmd: &mut Command) {
