@@ -7,7 +7,7 @@
 CARGO ?= cargo
 ARGS ?=
 
-.PHONY: run test deps deps-test onnxruntime build bench eval clean-cache
+.PHONY: run test deps deps-test onnxruntime build bench eval clean-cache fuzz-ci
 
 run: deps onnxruntime build
 	./target/release/whospoke $(ARGS)
@@ -17,6 +17,7 @@ test: deps-test onnxruntime
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) build --release --locked
 	$(CARGO) test --release --locked
+	$(MAKE) fuzz-ci
 
 deps:
 	@bash scripts/install-deps.sh run
@@ -37,3 +38,8 @@ eval: deps onnxruntime build
 # Performance report (docs/performance.md).
 bench: deps-test onnxruntime build
 	bash scripts/bench.sh
+
+# Every cargo-fuzz target for FUZZ_SECONDS each (docs/reliability.md, "Fuzzing"); installs cargo-fuzz if missing.
+FUZZ_SECONDS ?= 30
+fuzz-ci:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh

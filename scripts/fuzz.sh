@@ -2,18 +2,22 @@
 # Runs every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each; exits non-zero if any target finds a
 # crash, panic, leak, timeout or out-of-memory input (saved under fuzz/artifacts/<target>/).
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly compiler for -Zsanitizer=address. On a stable-only
-# machine RUSTC_BOOTSTRAP=1 unlocks the nightly flags on the stable compiler; this script sets it.
+# Needs cargo-fuzz, installed here if missing (`cargo install cargo-fuzz --locked`, into ~/.cargo/bin, so later runs
+# reuse it), and a nightly compiler for -Zsanitizer=address. On a stable-only machine RUSTC_BOOTSTRAP=1 unlocks the
+# nightly flags on the stable compiler; this script sets it. Works on a clean clone: corpus directories are created,
+# and fuzz/seeds/<target>/ (committed) seeds a target's corpus.
 #
 #   scripts/fuzz.sh                 all targets, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh decode_file
+#   make fuzz-ci                    all targets, 30 s each (part of make test)
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${FUZZ_SECONDS:-60}"
 export RUSTC_BOOTSTRAP="${RUSTC_BOOTSTRAP:-1}"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz.sh: cargo-fuzz is not installed: cargo install cargo-fuzz" >&2
-    exit 2
+    echo "fuzz.sh: installing cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
+    cargo install cargo-fuzz --locked >&2
 fi
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
@@ -23,10 +27,12 @@ cargo fuzz build -O >/dev/null
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
+    seeds=()
+    [ -d "seeds/$t" ] && seeds=("seeds/$t")
     echo "== $t: ${secs} s"
     # symphonia-metadata allocates a Vorbis comment's declared length (up to 4 GiB, lazily zeroed, never touched
     # when the file is shorter) before reading it: allow that single allocation rather than report it as an OOM.
-    if cargo fuzz run -O "$t" -- -max_total_time="$secs" -malloc_limit_mb=4200 -rss_limit_mb=2048 \
+    if cargo fuzz run -O "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" -malloc_limit_mb=4200 -rss_limit_mb=2048 \
         -print_final_stats=1 >"/tmp/whospoke-fuzz-$t.log" 2>&1; then
         grep -E '^(Done|stat::number_of_executed_units)' "/tmp/whospoke-fuzz-$t.log" || true
     else

@@ -51,7 +51,8 @@ pub fn ring<T>(capacity: usize) -> (HeapProd<T>, HeapCons<T>, Arc<RingSignal>) {
 }
 
 /// Pushes all of `items` into `prod`, waiting while the ring is full (for sources that must not
-/// drop: files and stdin). Returns `false` if `stop` was raised while waiting.
+/// drop: files and stdin). Returns `false` if `stop` was raised while waiting, or if the consumer
+/// is gone (dropped, e.g. its thread ended or panicked): nobody would ever make room.
 pub fn push_all_blocking<T: Copy>(
     prod: &mut HeapProd<T>,
     mut items: &[T],
@@ -65,7 +66,7 @@ pub fn push_all_blocking<T: Copy>(
             signal.wake();
         }
         if !items.is_empty() {
-            if stop.load(Ordering::Relaxed) {
+            if stop.load(Ordering::Relaxed) || !prod.read_is_held() {
                 return false;
             }
             std::thread::sleep(Duration::from_micros(500));
@@ -75,7 +76,8 @@ pub fn push_all_blocking<T: Copy>(
 }
 
 /// Pops up to `buf.len()` items, waiting (polling) while the ring is empty. Returns `None` when the
-/// ring is closed and drained.
+/// ring is closed and drained, or drained and its producer is gone (dropped without closing, e.g. its
+/// thread panicked), so a dead upstream stage never leaves the consumer waiting forever.
 pub fn pop_wait<T: Copy>(
     cons: &mut HeapCons<T>,
     buf: &mut [T],
@@ -86,7 +88,7 @@ pub fn pop_wait<T: Copy>(
         if n > 0 {
             return Some(n);
         }
-        if signal.is_closed() {
+        if signal.is_closed() || !cons.write_is_held() {
             // Re-check after observing `closed` so nothing pushed before closing is lost.
             let n = cons.pop_slice(buf);
             return if n > 0 { Some(n) } else { None };
