@@ -5,6 +5,7 @@
 #   eval "$(scripts/testmic.sh start AUDIO_FILE [--format RATE:CHANNELS:ENC])"   # any format sox reads
 #   whospoke --device testmic ...                    # or cpal id "alsa:testmic"
 #   scripts/testmic.sh stop                          # uses $TESTMIC_DIR (set by start), or: stop DIR
+#   scripts/testmic.sh unplug|crash [DIR] / replug [DIR [AUDIO_FILE]]   # device loss and return (tests/device_loss.rs)
 #
 # `start` converts AUDIO_FILE to raw PCM in a private temp dir, writes a PulseAudio script with a null sink (which
 # paces the stream in real time) and an ALSA config defining pcm `testmic` (the ALSA `file` plugin reading the raw
@@ -28,12 +29,67 @@ usage: scripts/testmic.sh start AUDIO_FILE [--format RATE:CHANNELS:ENC]
                                               start the test microphone; prints export lines to eval
                                               (default format 48000:2:f32, cpal's default config for it)
        scripts/testmic.sh stop [DIR]          stop it (DIR defaults to $TESTMIC_DIR)
+       scripts/testmic.sh unplug [DIR]        make the device disappear (stop its sound server, keep DIR)
+       scripts/testmic.sh crash [DIR]         the same, but the server is killed (SIGKILL)
+       scripts/testmic.sh replug [DIR [FILE]] bring it back (restart the server); the device then plays
+                                              FILE if given (else the same file again) from its beginning
 EOF
     exit 2
 }
 
 need() {
     command -v "$1" >/dev/null 2>&1 || die "'$1' not found; run scripts/install-deps.sh"
+}
+
+# Starts the private PulseAudio of test microphone DIR and waits until it answers.
+launch() {
+    local dir=$1
+    local runtime=$dir/runtime
+    local config=$dir/config
+    if ! XDG_RUNTIME_DIR=$runtime XDG_CONFIG_HOME=$config HOME=$dir \
+        pulseaudio -n -F "$dir/default.pa" --system=false --exit-idle-time=-1 --daemonize=yes \
+        --use-pid-file=yes --disallow-module-loading=no --log-target="file:$dir/pulse.log" 2>>"$dir/pulse.log"; then
+        cat "$dir/pulse.log" >&2 || true
+        return 1
+    fi
+    for _ in $(seq 1 100); do
+        if XDG_RUNTIME_DIR=$runtime XDG_CONFIG_HOME=$config HOME=$dir pactl info >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$dir/pulse.log" >&2 || true
+    echo "testmic: pulseaudio started but 'pactl info' does not answer" >&2
+    return 1
+}
+
+# Stops the private PulseAudio of test microphone DIR (the device disappears); keeps DIR.
+halt() {
+    local dir=$1
+    local runtime=$dir/runtime
+    local pidfile=$runtime/pulse/pid
+    local pid=""
+    [ -f "$pidfile" ] && pid=$(cat "$pidfile" 2>/dev/null || true)
+    XDG_RUNTIME_DIR=$runtime XDG_CONFIG_HOME=$dir/config HOME=$dir pulseaudio -k >/dev/null 2>&1 || true
+    if [ -n "$pid" ]; then
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -9 "$pid" 2>/dev/null || true
+        fi
+    fi
+}
+
+check_dir() {
+    local dir=$1
+    [ -n "$dir" ] || die "which test microphone? give its DIR or set TESTMIC_DIR (printed by start)"
+    case $dir in
+    */whospoke-testmic.*) ;;
+    *) die "not a test microphone dir: $dir" ;;
+    esac
+    [ -d "$dir" ] || die "no such dir: $dir (already stopped?)"
 }
 
 start() {
@@ -75,6 +131,7 @@ start() {
     fi
 
     cat >"$dir/default.pa" <<EOF
+# format $rate:$channels:$enc
 load-module module-native-protocol-unix
 load-module module-null-sink sink_name=vsink rate=$rate channels=$channels format=$pa_fmt
 EOF
@@ -98,26 +155,9 @@ EOF
     cat >"$config/pulse/client.conf" <<'EOF'
 autospawn = no
 EOF
-    if ! XDG_RUNTIME_DIR=$runtime XDG_CONFIG_HOME=$config HOME=$dir \
-        pulseaudio -n -F "$dir/default.pa" --system=false --exit-idle-time=-1 --daemonize=yes \
-        --use-pid-file=yes --disallow-module-loading=no --log-target="file:$dir/pulse.log" 2>>"$dir/pulse.log"; then
-        cat "$dir/pulse.log" >&2 || true
-        rm -rf "$dir"
-        die "pulseaudio did not start"
-    fi
-
-    local ok=0
-    for _ in $(seq 1 100); do
-        if XDG_RUNTIME_DIR=$runtime XDG_CONFIG_HOME=$config HOME=$dir pactl info >/dev/null 2>&1; then
-            ok=1
-            break
-        fi
-        sleep 0.1
-    done
-    if [ $ok -ne 1 ]; then
-        cat "$dir/pulse.log" >&2 || true
+    if ! launch "$dir"; then
         stop "$dir" >/dev/null 2>&1 || true
-        die "pulseaudio started but 'pactl info' does not answer"
+        die "pulseaudio did not start"
     fi
 
     local secs
@@ -133,26 +173,8 @@ EOF
 
 stop() {
     local dir=${1:-${TESTMIC_DIR:-}}
-    [ -n "$dir" ] || die "which test microphone? give its DIR or set TESTMIC_DIR (printed by start)"
-    case $dir in
-    */whospoke-testmic.*) ;;
-    *) die "not a test microphone dir: $dir" ;;
-    esac
-    [ -d "$dir" ] || die "no such dir: $dir (already stopped?)"
-    local runtime=$dir/runtime
-    local pidfile=$runtime/pulse/pid
-    local pid=""
-    [ -f "$pidfile" ] && pid=$(cat "$pidfile" 2>/dev/null || true)
-    XDG_RUNTIME_DIR=$runtime XDG_CONFIG_HOME=$dir/config HOME=$dir pulseaudio -k >/dev/null 2>&1 || true
-    if [ -n "$pid" ]; then
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-    fi
+    check_dir "$dir"
+    halt "$dir"
     rm -rf "$dir"
     echo "testmic: stopped ($dir)" >&2
 }
@@ -171,6 +193,49 @@ start)
 stop)
     [ $# -le 2 ] || usage
     stop "${2:-}"
+    ;;
+unplug)
+    # The device disappears: its sound server stops (what a client sees when PulseAudio dies).
+    [ $# -le 2 ] || usage
+    dir=${2:-${TESTMIC_DIR:-}}
+    check_dir "$dir"
+    halt "$dir"
+    echo "testmic: unplugged ($dir)" >&2
+    ;;
+crash)
+    # The sound server dies (SIGKILL: no goodbye to its clients); bring it back with replug.
+    [ $# -le 2 ] || usage
+    dir=${2:-${TESTMIC_DIR:-}}
+    check_dir "$dir"
+    pid=$(cat "$dir/runtime/pulse/pid" 2>/dev/null || true)
+    [ -n "$pid" ] || die "no pulseaudio pid in $dir"
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    rm -f "$dir/runtime/pulse/pid"
+    echo "testmic: crashed ($dir)" >&2
+    ;;
+replug)
+    # The device comes back (the sound server starts again; the file plays from its beginning, or
+    # from AUDIO_FILE if given, converted to the same format).
+    [ $# -le 3 ] || usage
+    dir=${2:-${TESTMIC_DIR:-}}
+    check_dir "$dir"
+    if [ $# -eq 3 ]; then
+        fmt=$(sed -n 's/^# format //p' "$dir/default.pa")
+        IFS=: read -r rate channels enc <<<"$fmt"
+        case $enc in
+        s16) sox_enc=(-e signed-integer -b 16) ;;
+        s32) sox_enc=(-e signed-integer -b 32) ;;
+        *) sox_enc=(-e floating-point -b 32) ;;
+        esac
+        sox -V1 "$3" -t raw -r "$rate" -c "$channels" "${sox_enc[@]}" -L "$dir/input.raw" ||
+            die "sox cannot convert $3"
+    fi
+    launch "$dir" || die "pulseaudio did not start again"
+    echo "testmic: replugged ($dir)" >&2
     ;;
 *) usage ;;
 esac

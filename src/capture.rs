@@ -1,9 +1,13 @@
 //! Live microphone capture through `cpal`.
 //!
-//! The device is opened at its default input config (native rate, channel count and sample format). The audio
+//! The device is opened at its default input config (native rate, channel count and sample format), or, when it is
+//! reopened after a loss, at the rate and channel count it had ([`open_microphone_ring`] with `want`). The audio
 //! callback only converts samples to f32 and pushes whole interleaved frames into a lock-free ring; it never
 //! blocks, locks, allocates or does I/O. Counters live in [`CaptureStats`] (atomics), stream errors are counted there
-//! and reported through a bounded channel ([`Microphone::errors`]) with `try_send`.
+//! and reported through a bounded channel ([`Microphone::errors`]) with `try_send`. A lost stream is given up with
+//! [`Microphone::retire`] (its callback goes quiet at once; the stream is dropped on a detached thread, since
+//! dropping it can block when the sound server died). Watching for loss, reopening and filling the gap is
+//! `pipeline::mic_thread`'s job.
 //!
 //! On Linux, alsa-lib prints "ALSA lib ..." lines (and libjack "Cannot connect to server ..." lines) to stderr while
 //! devices are enumerated and opened; in a TUI they would draw over the screen. They are silenced here: alsa-lib's
@@ -17,7 +21,7 @@ use std::time::Duration;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample};
 use crossbeam_channel::{Receiver, Sender};
-use ringbuf::traits::{Observer, Producer};
+use ringbuf::traits::{Observer, Producer, Split};
 
 use crate::decode::InputFormat;
 use crate::{Error, Result};
@@ -43,6 +47,9 @@ pub struct CaptureStats {
     pub dropped: AtomicU64,
     /// Stream errors reported by the audio backend.
     pub errors: AtomicU64,
+    /// Frames of silence inserted while the device was lost (also counted in `frames_in`, so that
+    /// `frames_in - dropped` is what entered the input ring).
+    pub gap_frames: AtomicU64,
 }
 
 /// An open, running microphone stream. Dropping it stops the capture.
@@ -56,6 +63,8 @@ pub struct Microphone {
     stream: cpal::Stream,
     errors: Receiver<String>,
     lost: Arc<AtomicBool>,
+    /// Cleared by [`Microphone::retire`]: the callback then ignores whatever the stream still delivers.
+    live: Arc<AtomicBool>,
 }
 
 impl Microphone {
@@ -68,6 +77,20 @@ impl Microphone {
     /// True once the backend reported the device as gone (unplugged, server stopped): no more audio will arrive.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Gives up on a lost stream without waiting for it: the callback stops counting and pushing at once, and the
+    /// stream is dropped on a detached thread. (With the ALSA pulse plugin, a stream whose server died can block
+    /// in its worker thread forever, and dropping a cpal stream joins that thread.)
+    pub fn retire(self) {
+        self.live.store(false, Ordering::SeqCst);
+        let name = self.name.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mic-retire".into())
+            .spawn(move || drop(self));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a thread to close {name}: {e}; leaving it open");
+        }
     }
 
     /// Pauses the stream (best effort; dropping the `Microphone` stops it for good).
@@ -351,6 +374,42 @@ pub fn open_microphone(
     producer: ringbuf::HeapProd<f32>,
     stats: Arc<CaptureStats>,
 ) -> Result<Microphone> {
+    open_with(name, None, |_| producer, stats)
+}
+
+/// Opens `name` (None = default input) with a ring of its own holding `seconds` of its audio, and returns the
+/// ring's consumer. With `want`, the stream is opened at that rate and channel count (reopening a device after a
+/// loss: the pipeline downstream was built for it); without, at the device's native config.
+pub fn open_microphone_ring(
+    name: Option<&str>,
+    want: Option<InputFormat>,
+    seconds: f64,
+    stats: Arc<CaptureStats>,
+) -> Result<(Microphone, ringbuf::HeapCons<f32>)> {
+    let mut cons = None;
+    let mic = open_with(
+        name,
+        want,
+        |f| {
+            let cap =
+                ((f.sample_rate as f64 * f.channels as f64 * seconds.max(0.5)) as usize).max(8192);
+            let (p, c) = ringbuf::HeapRb::<f32>::new(cap).split();
+            cons = Some(c);
+            p
+        },
+        stats,
+    )?;
+    let cons =
+        cons.ok_or_else(|| Error::Device(format!("{}: no capture ring was made", mic.name)))?;
+    Ok((mic, cons))
+}
+
+fn open_with(
+    name: Option<&str>,
+    want: Option<InputFormat>,
+    make_producer: impl FnOnce(InputFormat) -> ringbuf::HeapProd<f32>,
+    stats: Arc<CaptureStats>,
+) -> Result<Microphone> {
     let quiet = QuietAudioLib::new();
     let host = cpal::default_host();
     let (device, dev_name) = match name {
@@ -372,24 +431,39 @@ pub fn open_microphone(
             "cannot open input device {dev_name} for capture: {e}"
         ))
     })?;
+    let sample_format = config.sample_format();
+    let mut stream_config: cpal::StreamConfig = config.config();
+    if let Some(w) = want {
+        if (w.sample_rate, w.channels) != (config.sample_rate(), config.channels()) {
+            tracing::info!(
+                "{dev_name} now defaults to {} Hz, {} ch; opening it at {} Hz, {} ch as before",
+                config.sample_rate(),
+                config.channels(),
+                w.sample_rate,
+                w.channels
+            );
+            stream_config.sample_rate = w.sample_rate;
+            stream_config.channels = w.channels;
+        }
+    }
     let format = InputFormat {
-        sample_rate: config.sample_rate(),
-        channels: config.channels(),
+        sample_rate: stream_config.sample_rate,
+        channels: stream_config.channels,
     };
     format
         .validate(&dev_name)
         .map_err(|e| Error::Device(e.to_string()))?;
-    let sample_format = config.sample_format();
-    let stream_config: cpal::StreamConfig = config.config();
 
     let (err_tx, err_rx) = crossbeam_channel::bounded::<String>(16);
     let lost = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(AtomicBool::new(true));
     let ctx = Ctx {
-        producer,
+        producer: make_producer(format),
         stats,
         channels: format.channels as usize,
         err_tx,
         lost: lost.clone(),
+        live: live.clone(),
     };
     let stream = match sample_format {
         SampleFormat::I8 => build::<i8>(&device, stream_config, ctx),
@@ -427,6 +501,7 @@ pub fn open_microphone(
         stream,
         errors: err_rx,
         lost,
+        live,
     })
 }
 
@@ -437,6 +512,7 @@ struct Ctx {
     channels: usize,
     err_tx: Sender<String>,
     lost: Arc<AtomicBool>,
+    live: Arc<AtomicBool>,
 }
 
 fn build<T>(
@@ -454,10 +530,15 @@ where
         channels,
         err_tx,
         lost,
+        live,
     } = ctx;
     let channels = channels.max(1);
     let err_stats = stats.clone();
+    let err_live = live.clone();
     let data_cb = move |data: &[T], _: &cpal::InputCallbackInfo| {
+        if !live.load(Ordering::Relaxed) {
+            return;
+        }
         let frames = data.len() / channels;
         let fit = (producer.vacant_len() / channels).min(frames);
         if fit > 0 {
@@ -475,8 +556,16 @@ where
         }
     };
     let err_cb = move |e: cpal::Error| {
+        if !err_live.load(Ordering::Relaxed) {
+            return;
+        }
         err_stats.errors.fetch_add(1, Ordering::Relaxed);
-        if matches!(e.kind(), cpal::ErrorKind::DeviceNotAvailable) {
+        if matches!(
+            e.kind(),
+            cpal::ErrorKind::DeviceNotAvailable
+                | cpal::ErrorKind::HostUnavailable
+                | cpal::ErrorKind::StreamInvalidated
+        ) {
             lost.store(true, Ordering::Relaxed);
         }
         let _ = err_tx.try_send(e.to_string());

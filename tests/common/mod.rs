@@ -73,6 +73,42 @@ impl TestMic {
     }
 }
 
+impl TestMic {
+    /// Makes the device disappear: its sound server stops (scripts/testmic.sh unplug).
+    pub fn unplug(&self) {
+        self.script(&["unplug", &self.dir]);
+    }
+
+    /// Makes the device disappear the hard way: its sound server is killed (SIGKILL).
+    pub fn crash(&self) {
+        self.script(&["crash", &self.dir]);
+    }
+
+    /// Brings the device back (the sound server starts again); it then plays `audio` (converted to
+    /// the device's format) from its beginning, or the same file again if None.
+    pub fn replug(&self, audio: Option<&Path>) {
+        let mut args = vec!["replug".to_string(), self.dir.clone()];
+        if let Some(a) = audio {
+            args.push(a.display().to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.script(&args);
+    }
+
+    fn script(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/testmic.sh"))
+            .args(args)
+            .output()
+            .expect("run scripts/testmic.sh");
+        assert!(
+            out.status.success(),
+            "testmic {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for TestMic {
     fn drop(&mut self) {
         let _ = Command::new("bash")
@@ -108,19 +144,28 @@ pub fn reference(rttm: &Path, until: f64, uri: &str) -> Rttm {
     m
 }
 
-/// Final turns from JSONL output as an RTTM map under `uri`.
+/// Final turns from JSONL output as an RTTM map under `uri`, with the labels of any later `relabel`
+/// of a final turn (the second pass, on with `--rttm`) applied, as the `--rttm` file has them.
 pub fn final_turns(jsonl: &str, uri: &str) -> Rttm {
-    let mut segs = Vec::new();
+    let mut segs: Vec<(u64, Segment)> = Vec::new();
     for line in jsonl.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("each stdout line is JSON");
         if v["type"] == "turn" && v["status"] == "final" {
-            segs.push(Segment::new(
-                v["start"].as_f64().unwrap(),
-                v["end"].as_f64().unwrap(),
-                v["speaker"].as_str().unwrap(),
+            segs.push((
+                v["id"].as_u64().unwrap(),
+                Segment::new(
+                    v["start"].as_f64().unwrap(),
+                    v["end"].as_f64().unwrap(),
+                    v["speaker"].as_str().unwrap(),
+                ),
             ));
+        } else if v["type"] == "relabel" {
+            for (_, s) in segs.iter_mut().filter(|(id, _)| v["id"] == *id) {
+                s.speaker = v["to"].as_str().unwrap().to_string();
+            }
         }
     }
+    let segs: Vec<Segment> = segs.into_iter().map(|(_, s)| s).collect();
     let mut m = BTreeMap::new();
     m.insert(uri.to_string(), segs);
     m
