@@ -13,15 +13,21 @@
 # Targets (issue 7): >= 95 % known, <= 1 % unknown, <= 2 s delay.
 #
 # Usage: scripts/enroll-eval.sh [DEV_DIR] [-- extra whospoke run options]
+# Environment: WHOSPOKE_BIN (default target/release/whospoke); KEEP=DIR keeps the profiles and the
+# JSONL outputs in DIR.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dev="${1:-$here/../shared/eval/dev}"
 shift || true
 [[ "${1:-}" == "--" ]] && shift
-bin="$here/target/release/whospoke"
+bin="${WHOSPOKE_BIN:-$here/target/release/whospoke}"
 [[ -x "$bin" ]] || (cd "$here" && cargo build --release --quiet)
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+if [[ -n "${KEEP:-}" ]]; then
+  work="$KEEP"; rm -rf "$work/profiles"; mkdir -p "$work"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
 prof="$work/profiles"
 
 # speaker:file it is enrolled from

@@ -269,6 +269,32 @@ impl OnlineClusterer {
         })
     }
 
+    /// Starts a speaker from one window at once (used when the window matches a known voice profile,
+    /// src/profiles.rs); pending windows agreeing with it join it. None at the speaker cap or for a
+    /// degenerate embedding.
+    pub fn start_speaker(&mut self, embedding: &[f32]) -> Option<Assignment> {
+        let mut unit = embedding.to_vec();
+        if !normalize(&mut unit) || self.at_cap() {
+            return None;
+        }
+        let runner_up = self.nearest(&unit).map_or(-1.0, |(_, s, _)| s);
+        let s = self.create(&unit);
+        let th = self.cfg.assign_threshold;
+        let (agree, rest): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| dot(&p.emb, &unit) >= th);
+        self.pending = rest;
+        for p in agree {
+            self.update(s, &p.emb);
+        }
+        Some(Assignment {
+            speaker: s,
+            similarity: dot(&unit, &self.centroids[s]),
+            runner_up,
+            created: Some(s),
+        })
+    }
+
     fn nearest_fallback(&self) -> Option<Assignment> {
         if self.centroids.is_empty() {
             None

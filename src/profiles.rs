@@ -23,10 +23,21 @@
 //! Enrolling again into an existing profile adds to it: the centroids are averaged weighted by speech
 //! seconds, the statistics likewise.
 //!
-//! Matching ([`Identifier`]): once a live cluster speaker has enough evidence, its centroid is compared
-//! with every profile; the best profile at or above the match threshold, with a margin over the second
-//! best, names the speaker. A profile names at most one speaker at a time; a name, once given, moves
-//! only to a clearly better match.
+//! Matching ([`Identifier`]), always against the best profile with a margin over the second best:
+//! - a new voice (a window no current speaker claims) is named from its first windows
+//!   ([`Identifier::match_new_voice`]): one trusted window at the profile's `window_threshold` (its
+//!   own `self_similarity_p10`: as typical as 90 % of the enrollment windows), or two windows within
+//!   `new_voice_span` at its `threshold` (a short window counts only as the earlier one); the turn stage
+//!   then starts a speaker from that window, already named;
+//! - a cluster speaker is compared through its centroid: at `threshold` once it holds
+//!   `min_windows` windows, at `window_threshold` before.
+//!
+//! A profile names at most one speaker at a time; a name, once given, moves only to a clearly better
+//! match; a user's name (rename) is never overridden.
+//!
+//! "Remember this voice" ([`profile_from_windows`], [`save_or_merge`]): the dashboard asks the turn
+//! stage to build a profile from a speaker's kept session windows and save it in the profile
+//! directory.
 
 use std::path::{Path, PathBuf};
 
@@ -498,6 +509,65 @@ pub fn enroll(
     })
 }
 
+/// Builds a new profile for `name` from unit window embeddings already computed (a live session's
+/// trusted windows of one speaker, "remember this voice"), covering `speech_seconds` of speech.
+/// Refuses less than `min_speech` seconds.
+pub fn profile_from_windows(
+    name: &str,
+    windows: &[Vec<f32>],
+    speech_seconds: f64,
+    source: &str,
+    min_speech: f64,
+) -> Result<Profile> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Error::Config("a profile needs a non-empty name".into()));
+    }
+    if speech_seconds < min_speech || windows.is_empty() {
+        return Err(Error::Config(format!(
+            "not enough speech yet to remember {name}: {speech_seconds:.1} s heard, at least \
+             {min_speech:.0} s needed (let them talk a little longer)"
+        )));
+    }
+    let units: Vec<Vec<f32>> = windows
+        .iter()
+        .filter(|w| w.len() == EMBEDDING_DIM)
+        .filter_map(|w| {
+            let mut u = w.clone();
+            normalize(&mut u).then_some(u)
+        })
+        .collect();
+    let (centroid, mean, p10) = robust_centroid(&units, EnrollConfig::default().drop_fraction)
+        .ok_or_else(|| Error::Inference("no usable embedding to build a profile from".into()))?;
+    let now = utc_now();
+    Ok(Profile {
+        format: FORMAT.into(),
+        version: VERSION,
+        name: name.to_string(),
+        created: now.clone(),
+        updated: now,
+        speech_seconds,
+        centroid,
+        windows: units.len(),
+        self_similarity_mean: mean,
+        self_similarity_p10: p10,
+        sources: vec![source.to_string()],
+    })
+}
+
+/// Saves `new` in `store`, added to the profile of the same name if there is one (like `whospoke
+/// enroll` without `--replace`). Returns the file and whether a profile was updated (not created).
+pub fn save_or_merge(store: &ProfileStore, new: &Profile) -> Result<(PathBuf, bool)> {
+    let (profile, updated) = match store.find(&new.name)? {
+        Some((_, mut old)) => {
+            old.merge(new);
+            (old, true)
+        }
+        None => (new.clone(), false),
+    };
+    Ok((store.save(&profile)?, updated))
+}
+
 /// The `[start, end)` spans of `speaker` in an RTTM file (every recording in it).
 pub fn rttm_spans(rttm: &Path, speaker: &str) -> Result<Vec<(f64, f64)>> {
     let all = crate::eval::read_rttm(rttm)?;
@@ -531,8 +601,15 @@ pub struct KnownSpeaker {
     pub name: String,
     /// Unit vector.
     pub centroid: Vec<f32>,
-    /// Cosine similarity at which a cluster speaker is named after this profile.
+    /// Cosine similarity at which a cluster speaker's centroid (`MatchConfig::min_windows` windows
+    /// or more) is named after this profile.
     pub threshold: f32,
+    /// Cosine similarity at which fewer windows (one window of a new voice, or a speaker's first
+    /// windows) name it: the 10th percentile of the profile's own enrollment windows
+    /// (`self_similarity_p10`), never below `threshold`. A single window is noisier than a
+    /// centroid, so it must look as typical of the voice as 90 % of the windows the profile was
+    /// built from.
+    pub window_threshold: f32,
 }
 
 impl KnownSpeaker {
@@ -540,10 +617,16 @@ impl KnownSpeaker {
     pub fn from_profile(p: &Profile, threshold: f32) -> Self {
         let mut c = p.centroid.clone();
         normalize(&mut c);
+        let p10 = if p.self_similarity_p10.is_finite() {
+            p.self_similarity_p10.min(1.0)
+        } else {
+            1.0
+        };
         Self {
             name: p.name.clone(),
             centroid: c,
             threshold,
+            window_threshold: p10.max(threshold),
         }
     }
 }
@@ -551,13 +634,17 @@ impl KnownSpeaker {
 /// Matching settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatchConfig {
-    /// Windows a speaker's centroid must hold before it is compared.
+    /// Windows a speaker's centroid must hold to be named at a profile's `threshold` (with fewer it
+    /// must reach the profile's `window_threshold`).
     pub min_windows: usize,
     /// The best profile must beat the second best by this much.
     pub margin: f32,
     /// A named speaker changes name (or a name moves to another speaker) only for a match this much
     /// better.
     pub switch_margin: f32,
+    /// Seconds of stream time within which two windows of a new voice, both matching the same
+    /// profile at its `threshold`, name it (see [`Identifier::match_new_voice`]).
+    pub new_voice_span: f64,
 }
 
 impl Default for MatchConfig {
@@ -566,6 +653,7 @@ impl Default for MatchConfig {
             min_windows: 3,
             margin: DEFAULT_MATCH_MARGIN,
             switch_margin: 0.1,
+            new_voice_span: 6.0,
         }
     }
 }
@@ -590,6 +678,9 @@ pub struct Identifier {
     held: Vec<Option<usize>>,
     /// Speakers named by the user: never touched.
     pinned: Vec<bool>,
+    /// Recent windows of a new voice that matched a free profile at its `threshold` but not at its
+    /// `window_threshold`: (stream time, profile).
+    recent: Vec<(f64, usize)>,
 }
 
 impl Identifier {
@@ -599,6 +690,7 @@ impl Identifier {
             cfg,
             held: Vec::new(),
             pinned: Vec::new(),
+            recent: Vec::new(),
         }
     }
 
@@ -621,7 +713,87 @@ impl Identifier {
         self.held[speaker] = None;
     }
 
-    /// Compares every speaker with enough evidence to the profiles; returns the name changes.
+    /// The best profile for the unit vector `v`: (profile, similarity, second best similarity).
+    fn best_profile(&self, v: &[f32]) -> Option<(usize, f32, f32)> {
+        let mut best: Option<(usize, f32)> = None;
+        let mut second = -1.0f32;
+        for (p, k) in self.known.iter().enumerate() {
+            let s = dot(v, &k.centroid);
+            match best {
+                Some((_, b)) if s <= b => second = second.max(s),
+                Some((_, b)) => {
+                    second = second.max(b);
+                    best = Some((p, s));
+                }
+                None => best = Some((p, s)),
+            }
+        }
+        best.map(|(p, s)| (p, s, second))
+    }
+
+    /// Whether profile `p` names some speaker.
+    fn is_held(&self, p: usize) -> bool {
+        self.held.contains(&Some(p))
+    }
+
+    /// Whether a window of a new voice (unit vector `window` at stream time `time`, which the
+    /// clusterer would not confidently give to any existing speaker) is a known voice. It is when it
+    /// matches a profile that names nobody yet, with `margin` over the second best profile,
+    /// resembles that profile clearly more (`switch_margin`) than any current speaker, none of whose
+    /// centroids matches the profile itself, and either
+    /// - reaches the profile's `window_threshold` (it looks as typical of the voice as 90 % of the
+    ///   profile's own windows), or
+    /// - reaches the profile's `threshold`, as did another such window of the same profile within
+    ///   `new_voice_span` seconds (two windows that agree with the profile agree with each other).
+    ///
+    /// A short window (`trusted` false: too short to start a speaker) never names a voice itself;
+    /// when it reaches the profile's `threshold` it counts as the other window for a trusted one
+    /// that follows.
+    ///
+    /// Returns the profile and the similarity; the caller then starts a speaker from the window
+    /// and calls [`Identifier::seed`].
+    pub fn match_new_voice(
+        &mut self,
+        window: &[f32],
+        time: f64,
+        trusted: bool,
+        centroids: &[Vec<f32>],
+        taken: impl Fn(&str) -> bool,
+    ) -> Option<(usize, f32)> {
+        let span = self.cfg.new_voice_span;
+        self.recent.retain(|&(t, _)| (time - t).abs() <= span);
+        let (p, s, second) = self.best_profile(window)?;
+        let k = &self.known[p];
+        if s < k.threshold || s - second < self.cfg.margin {
+            return None;
+        }
+        if self.is_held(p) || taken(&k.name) {
+            return None;
+        }
+        for c in centroids {
+            if dot(window, c) + self.cfg.switch_margin > s || dot(c, &k.centroid) >= k.threshold {
+                return None;
+            }
+        }
+        if trusted && (s >= k.window_threshold || self.recent.iter().any(|&(_, q)| q == p)) {
+            self.recent.retain(|&(_, q)| q != p);
+            return Some((p, s));
+        }
+        self.recent.push((time, p));
+        None
+    }
+
+    /// Speaker `speaker` (just started from a window that matched profile `p`) is named after it.
+    pub fn seed(&mut self, speaker: usize, p: usize) {
+        self.grow(speaker + 1);
+        if !self.pinned[speaker] {
+            self.held[speaker] = Some(p);
+        }
+    }
+
+    /// Compares every speaker with the profiles; returns the name changes. A centroid of at least
+    /// `min_windows` windows is named at the profile's `threshold`; one of fewer windows (a
+    /// speaker's first windows) only at its stricter `window_threshold`.
     /// `taken(name)` says whether a name is used by a speaker the identifier does not manage (a
     /// user's rename); such profiles are skipped.
     pub fn check(
@@ -636,25 +808,20 @@ impl Identifier {
             return changes;
         }
         let sim = |i: usize, p: usize| dot(&centroids[i], &self.known[p].centroid);
-        for i in 0..centroids.len() {
-            if self.pinned[i] || counts.get(i).copied().unwrap_or(0) < self.cfg.min_windows {
+        for (i, centroid) in centroids.iter().enumerate() {
+            let n = counts.get(i).copied().unwrap_or(0);
+            if self.pinned[i] || n == 0 {
                 continue;
             }
-            let mut best: Option<(usize, f32)> = None;
-            let mut second = -1.0f32;
-            for p in 0..self.known.len() {
-                let s = sim(i, p);
-                match best {
-                    Some((_, b)) if s <= b => second = second.max(s),
-                    Some((_, b)) => {
-                        second = second.max(b);
-                        best = Some((p, s));
-                    }
-                    None => best = Some((p, s)),
-                }
-            }
-            let Some((p, s)) = best else { continue };
-            if s < self.known[p].threshold || s - second < self.cfg.margin {
+            let Some((p, s, second)) = self.best_profile(centroid) else {
+                continue;
+            };
+            let threshold = if n >= self.cfg.min_windows {
+                self.known[p].threshold
+            } else {
+                self.known[p].window_threshold
+            };
+            if s < threshold || s - second < self.cfg.margin {
                 continue;
             }
             if self.held[i] == Some(p) || taken(&self.known[p].name) {
@@ -721,6 +888,7 @@ mod tests {
                 name: n.into(),
                 centroid: unit(s),
                 threshold: DEFAULT_MATCH_THRESHOLD,
+                window_threshold: 0.7,
             })
             .collect()
     }
@@ -738,14 +906,79 @@ mod tests {
         let ch = id.check(&c, &[5, 5, 5], |_| false);
         assert_eq!(ch.len(), 1, "{ch:?}");
         assert_eq!((ch[0].speaker, ch[0].profile), (0, Some(0)));
-        // Not enough evidence: nothing.
-        let mut id2 = Identifier::new(k.clone(), MatchConfig::default());
+        // Fewer windows than `min_windows`: only the stricter window threshold names.
+        let strict: Vec<KnownSpeaker> = k
+            .iter()
+            .map(|x| KnownSpeaker {
+                window_threshold: 0.95,
+                ..x.clone()
+            })
+            .collect();
+        let mut id2 = Identifier::new(strict, MatchConfig::default());
         assert!(id2.check(&c, &[2, 2, 2], |_| false).is_empty());
+        let mut id2 = Identifier::new(k.clone(), MatchConfig::default());
+        let ch = id2.check(&c, &[2, 2, 2], |_| false);
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        assert_eq!((ch[0].speaker, ch[0].profile), (0, Some(0)));
         // Stable: checking again changes nothing.
         assert!(id.check(&c, &[5, 5, 5], |_| false).is_empty());
         // A user's name blocks the profile.
         let mut id3 = Identifier::new(k, MatchConfig::default());
         assert!(id3.check(&c, &[5, 5, 5], |n| n == "Alice").is_empty());
+    }
+
+    #[test]
+    fn new_voice_named_from_one_typical_window_or_two_agreeing_ones() {
+        let k = known(&[("Alice", 1), ("Bob", 2)]);
+        let cfg = MatchConfig::default();
+        let none = |_: &str| false;
+        // cos(mix(a, x, w), a) = 1 / sqrt(1 + w^2) for a random x: 0.89, 0.6.
+        let typical = mix(&k[0].centroid, &unit(20), 0.5);
+        let weak = mix(&k[0].centroid, &unit(21), 1.33);
+        let mut id = Identifier::new(k.clone(), cfg.clone());
+        assert_eq!(
+            id.match_new_voice(&typical, 1.0, true, &[], none)
+                .map(|m| m.0),
+            Some(0)
+        );
+        // Above `threshold` but below `window_threshold`: a second such window is needed, and it
+        // must come within `new_voice_span`.
+        let mut id = Identifier::new(k.clone(), cfg.clone());
+        assert_eq!(id.match_new_voice(&weak, 1.0, true, &[], none), None);
+        assert_eq!(id.match_new_voice(&weak, 9.0, true, &[], none), None);
+        assert_eq!(
+            id.match_new_voice(&weak, 10.0, true, &[], none)
+                .map(|m| m.0),
+            Some(0)
+        );
+        // A short window never names by itself, however typical, but backs a trusted one.
+        let mut id = Identifier::new(k.clone(), cfg.clone());
+        assert_eq!(id.match_new_voice(&typical, 1.0, false, &[], none), None);
+        assert_eq!(
+            id.match_new_voice(&weak, 1.5, true, &[], none).map(|m| m.0),
+            Some(0)
+        );
+        // An unknown voice never; a window that an existing speaker explains about as well, never.
+        let mut id = Identifier::new(k.clone(), cfg.clone());
+        for t in 0..5 {
+            assert_eq!(
+                id.match_new_voice(&unit(30 + t), t as f64, true, &[], none),
+                None
+            );
+        }
+        let near = vec![mix(&typical, &unit(22), 0.2)];
+        assert_eq!(id.match_new_voice(&typical, 1.0, true, &near, none), None);
+        // A profile already naming a speaker, or blocked by a user's name, is not offered again.
+        id.seed(0, 0);
+        assert_eq!(
+            id.match_new_voice(&typical, 2.0, true, &[unit(40)], none),
+            None
+        );
+        let mut id = Identifier::new(k, cfg);
+        assert_eq!(
+            id.match_new_voice(&typical, 1.0, true, &[], |n| n == "Alice"),
+            None
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@
 //! │3  ██ S3               0:04    13%      1 █████                               │
 //! └──────────────────────────────────────────────────────────────────────────────┘
 //!  lag 0.5 s │ dropped 1600 smp (0.10 s) │ load 35% of real time │ 3 speakers
-//!   q  quit   space  pause   r  rename   ?  keys
+//!   q  quit   space  pause   r  rename   m  remember voice   ?  keys
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -164,14 +164,17 @@ struct TurnRec {
 #[derive(Debug, Clone, PartialEq)]
 enum Mode {
     Normal,
-    /// `r` pressed: waiting for the speaker number (or a name for the default speaker).
+    /// `r` (or `m`) pressed: waiting for the speaker number (or a name for the default speaker).
     RenamePick {
         default: Option<usize>,
+        /// Also remember the voice (save a profile): `m`, or Tab in the prompt.
+        remember: bool,
     },
-    /// Typing the new name of `speaker`.
+    /// Typing the new name of `speaker`; `remember` = also save its voice as a profile.
     RenameType {
         speaker: usize,
         name: String,
+        remember: bool,
     },
 }
 
@@ -271,6 +274,18 @@ impl DashboardState {
             }
             Event::Rename { from, to, .. } => self.rename_local(from, to),
             Event::Identified { speaker, name, .. } => self.rename_local(speaker, name),
+            Event::Remembered { message, .. } => self.notice = Some(message.clone()),
+            Event::Device {
+                device,
+                state,
+                gap_start,
+                gap,
+                reason,
+                ..
+            } => {
+                let text = crate::events::device_message(device, *state, *gap_start, *gap, reason);
+                self.notice = Some(text);
+            }
             Event::Dropped { total, reason, .. } => {
                 self.dropped_total = self.dropped_total.max(*total);
                 self.last_drop_reason = Some(reason.clone());
@@ -382,27 +397,27 @@ impl DashboardState {
         self.notice = None;
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::Normal => self.key_normal(key),
-            Mode::RenamePick { default } => {
+            Mode::RenamePick { default, remember } => {
                 match key.code {
                     KeyCode::Esc => {}
+                    KeyCode::Tab => {
+                        self.mode = Mode::RenamePick {
+                            default,
+                            remember: !remember,
+                        }
+                    }
                     KeyCode::Char(c @ '1'..='9') => {
                         let n = c as usize - '0' as usize;
                         if n <= self.speakers.len() {
-                            self.mode = Mode::RenameType {
-                                speaker: n - 1,
-                                name: String::new(),
-                            };
+                            self.mode = self.type_name(n - 1, remember);
                         } else {
                             self.notice = Some(format!("no speaker {n}"));
-                            self.mode = Mode::RenamePick { default };
+                            self.mode = Mode::RenamePick { default, remember };
                         }
                     }
                     KeyCode::Enter => {
                         if let Some(speaker) = default {
-                            self.mode = Mode::RenameType {
-                                speaker,
-                                name: String::new(),
-                            };
+                            self.mode = self.type_name(speaker, remember);
                         }
                     }
                     KeyCode::Char(c) if !c.is_control() && !c.is_whitespace() => {
@@ -411,21 +426,39 @@ impl DashboardState {
                             self.mode = Mode::RenameType {
                                 speaker,
                                 name: c.to_string(),
+                                remember,
                             };
                         } else {
-                            self.mode = Mode::RenamePick { default };
+                            self.mode = Mode::RenamePick { default, remember };
                         }
                     }
-                    _ => self.mode = Mode::RenamePick { default },
+                    _ => self.mode = Mode::RenamePick { default, remember },
                 }
                 Action::None
             }
-            Mode::RenameType { speaker, mut name } => match key.code {
+            Mode::RenameType {
+                speaker,
+                mut name,
+                remember,
+            } => match key.code {
                 KeyCode::Esc => Action::None,
+                KeyCode::Enter if remember => self.commit_remember(speaker, name),
                 KeyCode::Enter => self.commit_rename(speaker, name),
+                KeyCode::Tab => {
+                    self.mode = Mode::RenameType {
+                        speaker,
+                        name,
+                        remember: !remember,
+                    };
+                    Action::None
+                }
                 KeyCode::Backspace => {
                     name.pop();
-                    self.mode = Mode::RenameType { speaker, name };
+                    self.mode = Mode::RenameType {
+                        speaker,
+                        name,
+                        remember,
+                    };
                     Action::None
                 }
                 KeyCode::Char(c) if !c.is_control() => {
@@ -433,14 +466,40 @@ impl DashboardState {
                         // Labels are single tokens in every output (RTTM is space-separated).
                         name.push(if c.is_whitespace() { '_' } else { c });
                     }
-                    self.mode = Mode::RenameType { speaker, name };
+                    self.mode = Mode::RenameType {
+                        speaker,
+                        name,
+                        remember,
+                    };
                     Action::None
                 }
                 _ => {
-                    self.mode = Mode::RenameType { speaker, name };
+                    self.mode = Mode::RenameType {
+                        speaker,
+                        name,
+                        remember,
+                    };
                     Action::None
                 }
             },
+        }
+    }
+
+    /// The name prompt for `speaker`: empty for renaming; for remembering, its current name
+    /// unless that is an automatic `S` label.
+    fn type_name(&self, speaker: usize, remember: bool) -> Mode {
+        let label = &self.speakers[speaker].label;
+        let automatic = label
+            .strip_prefix('S')
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        Mode::RenameType {
+            speaker,
+            name: if remember && !automatic {
+                label.clone()
+            } else {
+                String::new()
+            },
+            remember,
         }
     }
 
@@ -480,12 +539,18 @@ impl DashboardState {
                 self.help = true;
                 Action::None
             }
-            KeyCode::Char('r') | KeyCode::Char('R') => {
+            KeyCode::Char(c @ ('r' | 'R' | 'm' | 'M')) => {
+                let remember = matches!(c, 'm' | 'M');
                 if self.speakers.is_empty() {
-                    self.notice = Some("no speaker to rename yet".into());
+                    self.notice = Some(if remember {
+                        "no speaker to remember yet".into()
+                    } else {
+                        "no speaker to rename yet".into()
+                    });
                 } else {
                     self.mode = Mode::RenamePick {
                         default: self.default_rename_target(),
+                        remember,
                     };
                 }
                 Action::None
@@ -503,12 +568,49 @@ impl DashboardState {
         if let Some(&other) = self.aliases.get(&name) {
             if other != speaker {
                 self.notice = Some(format!("\"{name}\" is already used"));
-                self.mode = Mode::RenameType { speaker, name };
+                self.mode = Mode::RenameType {
+                    speaker,
+                    name,
+                    remember: false,
+                };
                 return Action::None;
             }
         }
         self.rename_local(&old, &name);
         Action::Send(Control::Rename { speaker: old, name })
+    }
+
+    /// Enter with "remember this voice" on: renames `speaker` to `name` (if different) and asks the
+    /// pipeline to save its voice as the profile `name`; the answer (`Event::Remembered`) shows as
+    /// a notice.
+    fn commit_remember(&mut self, speaker: usize, name: String) -> Action {
+        let name = name.trim().to_string();
+        let old = self.speakers[speaker].label.clone();
+        if name.is_empty() {
+            self.notice = Some("type a name first".into());
+            self.mode = Mode::RenameType {
+                speaker,
+                name,
+                remember: true,
+            };
+            return Action::None;
+        }
+        if let Some(&other) = self.aliases.get(&name) {
+            if other != speaker {
+                self.notice = Some(format!("\"{name}\" is already used"));
+                self.mode = Mode::RenameType {
+                    speaker,
+                    name,
+                    remember: true,
+                };
+                return Action::None;
+            }
+        }
+        if name != old {
+            self.rename_local(&old, &name);
+        }
+        self.notice = Some(format!("remembering the voice of {name}…"));
+        Action::Send(Control::Remember { speaker: old, name })
     }
 
     fn rename_local(&mut self, from: &str, to: &str) {
@@ -1266,10 +1368,17 @@ fn draw_health(frame: &mut Frame, area: Rect, st: &DashboardState) {
 fn draw_footer(frame: &mut Frame, area: Rect, st: &DashboardState) {
     let key = |k: &str| Span::styled(k.to_string(), Style::new().bold().reversed());
     let line = match &st.mode {
-        Mode::RenamePick { default } => {
+        Mode::RenamePick { default, remember } => {
             let n = st.speakers.len().min(9);
             let mut v = vec![
-                Span::styled(" Rename: ", Style::new().bold()),
+                Span::styled(
+                    if *remember {
+                        " Remember voice: "
+                    } else {
+                        " Rename: "
+                    },
+                    Style::new().bold(),
+                ),
                 Span::raw(format!("speaker 1-{n}")),
             ];
             if let Some(d) = default {
@@ -1281,13 +1390,27 @@ fn draw_footer(frame: &mut Frame, area: Rect, st: &DashboardState) {
             v.push(Span::raw(" · Esc cancels"));
             Line::from(v)
         }
-        Mode::RenameType { speaker, name } => Line::from(vec![
+        Mode::RenameType {
+            speaker,
+            name,
+            remember,
+        } => Line::from(vec![
             Span::styled(
                 format!(" Rename {} → ", st.speakers[*speaker].label),
                 Style::new().bold(),
             ),
             Span::styled(format!("{name}▏"), Style::new().bold().underlined()),
-            Span::raw("  Enter saves · Esc cancels"),
+            Span::raw(if *remember {
+                "  [x] remember voice (Tab)"
+            } else {
+                "  [ ] remember voice (Tab)"
+            }),
+            // A notice (why Enter did nothing) takes the place of the hint.
+            Span::raw(if st.notice.is_some() {
+                ""
+            } else {
+                " · Enter saves · Esc cancels"
+            }),
         ]),
         Mode::Normal if st.stream_over() => Line::from(vec![
             Span::styled(" stream ended — press ", Style::new().bold()),
@@ -1305,14 +1428,23 @@ fn draw_footer(frame: &mut Frame, area: Rect, st: &DashboardState) {
             }),
             key(" r "),
             Span::raw(" rename  "),
+            key(" m "),
+            Span::raw(" remember voice  "),
             key(" ? "),
             Span::raw(" keys"),
         ]),
     };
     let mut line = line;
-    if let Some(n) = &st.notice {
-        line.spans
-            .push(Span::styled(format!("  ({n})"), st.fg(Color::Yellow)));
+    match (&st.mode, &st.notice) {
+        // A notice on its own (e.g. the answer to "remember this voice", which names a file) gets
+        // the whole line; the next key press clears it.
+        (Mode::Normal, Some(n)) if !st.stream_over() => {
+            line = Line::from(Span::styled(format!(" {n}"), st.fg(Color::Yellow)));
+        }
+        (_, Some(n)) => line
+            .spans
+            .push(Span::styled(format!("  ({n})"), st.fg(Color::Yellow))),
+        (_, None) => {}
     }
     frame.render_widget(Paragraph::new(line), area);
 }
@@ -1325,6 +1457,10 @@ fn draw_help(frame: &mut Frame, area: Rect, _st: &DashboardState) {
         Line::from(" r                rename a speaker:"),
         Line::from("   1-9 / Enter    pick one (default: speaking)"),
         Line::from("   name, Enter    save (Esc cancels)"),
+        Line::from("   Tab            also remember the voice"),
+        Line::from(" m                remember a speaker's voice:"),
+        Line::from("                  save it as a voice profile"),
+        Line::from("                  that names them next time"),
         Line::from(" ?                show / hide this help"),
         Line::from(""),
         Line::from(format!(
@@ -1584,6 +1720,7 @@ mod tests {
                 status,
                 confidence: 0.9,
             },
+            arrived: None,
         }
     }
 

@@ -430,3 +430,271 @@ fn too_little_speech_is_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An audio source that stops (blocks) after `gate_at` frames until the test opens the gate, so
+/// that a control can be sent while the stream is still running.
+struct Gated {
+    inner: Box<dyn whospoke::decode::AudioSource>,
+    frames: u64,
+    gate_at: u64,
+    gate: Option<crossbeam_channel::Receiver<()>>,
+}
+
+impl whospoke::decode::AudioSource for Gated {
+    fn format(&self) -> whospoke::decode::InputFormat {
+        self.inner.format()
+    }
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn read(&mut self, out: &mut Vec<f32>) -> whospoke::Result<usize> {
+        if self.frames >= self.gate_at {
+            if let Some(g) = self.gate.take() {
+                let _ = g.recv();
+            }
+        }
+        let n = self.inner.read(out)?;
+        self.frames += n as u64;
+        Ok(n)
+    }
+}
+
+/// Seconds of overlap between final turns labelled `label` and the reference speech of `spk`
+/// (reference shifted by `offset` seconds).
+fn overlap(
+    turns: &[(f64, f64, String)],
+    label: &str,
+    refs: &[(f64, f64, String)],
+    spk: &str,
+    offset: f64,
+) -> f64 {
+    let mut o = 0.0;
+    for (a, b, _) in turns.iter().filter(|t| t.2 == label) {
+        for (s, e, _) in refs.iter().filter(|r| r.2 == spk) {
+            o += (b.min(e - offset) - a.max(s - offset)).max(0.0);
+        }
+    }
+    o
+}
+
+/// "Remember this voice" end to end on real speech: during a run of the demo's first 35 s, the
+/// speaker who is ls3080 is remembered as "Walter" (`Control::Remember`, what the dashboard's `m`
+/// key sends); a valid profile file appears in the profile directory, and a second run on the
+/// demo's other half (other recordings of the same voices) with that directory names ls3080 Walter
+/// and never gives the name to anyone else.
+#[test]
+fn remembered_voice_names_the_speaker_in_the_next_run() {
+    use whospoke::events::{Control, Event, Status};
+    let dir = common::TempDir::new("remember");
+    let profiles = dir.path("profiles");
+    let first = dir.path("first.wav");
+    let second = dir.path("second.wav");
+    sox_trim(&demo(), 0.0, SPLIT, &first);
+    sox_trim(&demo(), SPLIT, 0.0, &second);
+    let refs = reference();
+
+    // Session 1: the pipeline holds at 33 s of input until the voice is remembered.
+    let (open, gate) = crossbeam_channel::bounded::<()>(1);
+    let source = Gated {
+        inner: whospoke::decode::open_file(&first).unwrap(),
+        frames: 0,
+        gate_at: 33 * 16_000,
+        gate: Some(gate),
+    };
+    let cfg = whospoke::pipeline::Config {
+        profile_dir: Some(profiles.clone()),
+        ..whospoke::pipeline::Config::default()
+    };
+    let models = whospoke::runtime::locate_models(None).unwrap();
+    let running = whospoke::pipeline::start(
+        whospoke::pipeline::Source::Stream {
+            source: Box::new(source),
+            realtime: false,
+        },
+        cfg,
+        &models,
+    )
+    .unwrap();
+    let mut finals: Vec<(u64, f64, f64, String)> = Vec::new();
+    let wait = std::time::Duration::from_secs(300);
+    loop {
+        let ev = running
+            .events
+            .recv_timeout(wait)
+            .expect("events up to 31 s");
+        if let Event::Turn { turn, .. } = &ev {
+            if turn.status == Status::Final {
+                finals.push((turn.id, turn.start, turn.end, turn.speaker.clone()));
+            }
+        }
+        if ev.time() >= 31.0 {
+            break;
+        }
+    }
+    let turns: Vec<(f64, f64, String)> = finals.iter().map(|t| (t.1, t.2, t.3.clone())).collect();
+    let mut labels: Vec<&String> = turns.iter().map(|t| &t.2).collect();
+    labels.sort();
+    labels.dedup();
+    let label = labels
+        .iter()
+        .max_by(|a, b| {
+            overlap(&turns, a, &refs, "ls3080", 0.0)
+                .total_cmp(&overlap(&turns, b, &refs, "ls3080", 0.0))
+        })
+        .expect("speakers")
+        .to_string();
+    println!("ls3080 is {label} in session 1 (speakers {labels:?})");
+    // An unknown label is answered with an error, not a profile.
+    running
+        .controls
+        .send(Control::Remember {
+            speaker: "S9".into(),
+            name: "Nobody".into(),
+        })
+        .unwrap();
+    running
+        .controls
+        .send(Control::Remember {
+            speaker: label.clone(),
+            name: "Walter".into(),
+        })
+        .unwrap();
+    let mut answers = Vec::new();
+    let mut renamed = false;
+    while answers.len() < 2 {
+        match running.events.recv_timeout(wait).expect("answers") {
+            Event::Remembered {
+                speaker,
+                saved,
+                path,
+                message,
+                ..
+            } => answers.push((speaker, saved, path, message)),
+            Event::Rename { from, to, .. } => {
+                assert_eq!((from.as_str(), to.as_str()), (label.as_str(), "Walter"));
+                renamed = true;
+            }
+            _ => {}
+        }
+    }
+    let _ = open.send(());
+    let mut end_speakers = Vec::new();
+    while let Ok(ev) = running.events.recv_timeout(wait) {
+        if let Event::End { speakers, .. } = ev {
+            end_speakers = speakers;
+            break;
+        }
+    }
+    running.join().unwrap();
+    println!("answers: {answers:#?}");
+    assert!(renamed, "the speaker was renamed Walter");
+    assert!(
+        end_speakers.contains(&"Walter".to_string()),
+        "{end_speakers:?}"
+    );
+    assert_eq!(answers[0].0, "S9");
+    assert!(!answers[0].1 && answers[0].2.is_empty());
+    assert!(answers[0].3.contains("no such speaker"), "{}", answers[0].3);
+    let (speaker, saved, path, message) = &answers[1];
+    assert!(*saved, "{message}");
+    assert_eq!(speaker, "Walter");
+    assert!(
+        message.contains("Walter") && message.contains(path.as_str()),
+        "{message}"
+    );
+    let p = Profile::load(Path::new(path)).unwrap();
+    assert_eq!(
+        (p.format.as_str(), p.version, p.name.as_str()),
+        (FORMAT, VERSION, "Walter")
+    );
+    assert!(p.speech_seconds >= 5.0 && p.windows >= 5, "{p:?}");
+    assert!(
+        Path::new(path).starts_with(&profiles),
+        "{path} is in {}",
+        profiles.display()
+    );
+    let listed = ProfileStore::open(Some(&profiles))
+        .unwrap()
+        .load_all()
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+
+    // Session 2: the other half, with the profile directory.
+    let out = run(&[
+        os(&second),
+        os("--no-tui"),
+        os("--format"),
+        os("jsonl"),
+        os("--profiles"),
+        os(&profiles),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut turns: BTreeMap<u64, (f64, f64, String)> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        match v["type"].as_str() {
+            Some("turn") if v["status"] == "final" => {
+                turns.insert(
+                    v["id"].as_u64().unwrap(),
+                    (
+                        v["start"].as_f64().unwrap(),
+                        v["end"].as_f64().unwrap(),
+                        v["speaker"].as_str().unwrap().to_string(),
+                    ),
+                );
+            }
+            Some("identified") => {
+                let (from, to) = (v["speaker"].as_str().unwrap(), v["name"].as_str().unwrap());
+                for t in turns.values_mut() {
+                    if t.2 == from {
+                        t.2 = to.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let turns: Vec<(f64, f64, String)> = turns.into_values().collect();
+    let walter: f64 = turns
+        .iter()
+        .filter(|t| t.2 == "Walter")
+        .map(|t| t.1 - t.0)
+        .sum();
+    let right = overlap(&turns, "Walter", &refs, "ls3080", SPLIT);
+    let wrong: f64 = ["ls3331", "ls1688"]
+        .iter()
+        .map(|s| overlap(&turns, "Walter", &refs, s, SPLIT))
+        .sum();
+    let ls3080: f64 = refs
+        .iter()
+        .filter(|r| r.2 == "ls3080" && r.0 >= SPLIT)
+        .map(|r| r.1 - r.0)
+        .sum();
+    println!(
+        "session 2: Walter {walter:.1} s, of which ls3080 {right:.1} s, others {wrong:.1} s; ls3080 speaks {ls3080:.1} s"
+    );
+    assert!(
+        right >= 0.8 * ls3080,
+        "Walter covers {right:.1} of {ls3080:.1} s of ls3080"
+    );
+    // The other voices keep their own labels (a little of theirs at turn boundaries or in a
+    // short turn the clustering merged is not a naming error).
+    for (other, most) in [("ls3331", 0.15), ("ls1688", 0.1)] {
+        let spoken: f64 = refs
+            .iter()
+            .filter(|r| r.2 == other && r.0 >= SPLIT)
+            .map(|r| r.1 - r.0)
+            .sum();
+        let named = overlap(&turns, "Walter", &refs, other, SPLIT);
+        println!("{other}: {named:.1} of {spoken:.1} s named Walter");
+        assert!(
+            named <= most * spoken,
+            "{named:.1} of {spoken:.1} s of {other} named Walter"
+        );
+    }
+    assert!(wrong < 0.2 * walter, "{wrong:.1} s of others named Walter");
+}

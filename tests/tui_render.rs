@@ -23,6 +23,7 @@ fn turn(time: f64, id: u64, spk: &str, start: f64, end: f64, status: Status) -> 
             status,
             confidence: 0.8,
         },
+        arrived: None,
     }
 }
 
@@ -382,11 +383,19 @@ fn keys_produce_controls() {
         .filter(|e| !matches!(e, Event::Rename { .. }))
     {
         let ev = match ev {
-            Event::Turn { time, mut turn } => {
+            Event::Turn {
+                time,
+                mut turn,
+                arrived,
+            } => {
                 if turn.speaker == "Alice" {
                     turn.speaker = "S2".into();
                 }
-                Event::Turn { time, turn }
+                Event::Turn {
+                    time,
+                    turn,
+                    arrived,
+                }
             }
             e => e,
         };
@@ -451,4 +460,110 @@ fn end_of_stream_prompt_and_small_sizes() {
     for (w, h) in [(20, 5), (40, 12), (60, 16), (80, 20), (200, 60)] {
         render(&s, w, h);
     }
+}
+
+/// "Remember this voice": `m` (or Tab in the rename prompt) turns a rename into a
+/// `Control::Remember`; the pipeline's answer (`Event::Remembered`) shows on the dashboard.
+#[test]
+fn remember_voice_keys_and_answer() {
+    let mut s = state(true);
+    // r 1 Bob, Tab: the prompt says the voice will be remembered; Enter sends Remember.
+    assert_eq!(press(&mut s, KeyCode::Char('r')), Action::None);
+    assert_eq!(press(&mut s, KeyCode::Char('1')), Action::None);
+    for c in "Bob".chars() {
+        press(&mut s, KeyCode::Char(c));
+    }
+    let typing = screen(&render(&s, 80, 24));
+    assert!(
+        typing.contains("Rename S1 → Bob▏  [ ] remember voice (Tab)"),
+        "{typing}"
+    );
+    assert_eq!(press(&mut s, KeyCode::Tab), Action::None);
+    let typing = screen(&render(&s, 80, 24));
+    assert!(
+        typing.contains("Rename S1 → Bob▏  [x] remember voice (Tab)"),
+        "{typing}"
+    );
+    assert_eq!(
+        press(&mut s, KeyCode::Enter),
+        Action::Send(Control::Remember {
+            speaker: "S1".into(),
+            name: "Bob".into()
+        })
+    );
+    // Renamed on screen at once, and told that the voice is being saved.
+    let after = screen(&render(&s, 80, 24));
+    assert!(
+        after.contains("Bob") && after.contains("remembering the voice of Bob"),
+        "{after}"
+    );
+    // The pipeline's answer replaces the key hints until the next key.
+    s.apply(&Event::Remembered {
+        time: 30.0,
+        speaker: "Bob".into(),
+        saved: true,
+        path: "/p/Bob.json".into(),
+        message: "saved the voice profile of Bob (11.0 s of speech): /p/Bob.json".into(),
+    });
+    let saved = screen(&render(&s, 80, 24));
+    assert!(
+        saved.contains("saved the voice profile of Bob (11.0 s of speech): /p/Bob.json"),
+        "{saved}"
+    );
+
+    // m on a named speaker: the prompt starts with its name; Enter remembers it as it is.
+    assert_eq!(press(&mut s, KeyCode::Char('m')), Action::None);
+    assert!(screen(&render(&s, 80, 24)).contains("Remember voice: speaker 1-3"));
+    assert_eq!(press(&mut s, KeyCode::Char('2')), Action::None);
+    let typing = screen(&render(&s, 80, 24));
+    assert!(
+        typing.contains("Rename Alice → Alice▏  [x] remember voice"),
+        "{typing}"
+    );
+    assert_eq!(
+        press(&mut s, KeyCode::Enter),
+        Action::Send(Control::Remember {
+            speaker: "Alice".into(),
+            name: "Alice".into()
+        })
+    );
+    // m on an unnamed speaker: a name is needed; a name in use is refused.
+    press(&mut s, KeyCode::Char('m'));
+    press(&mut s, KeyCode::Char('3'));
+    assert_eq!(press(&mut s, KeyCode::Enter), Action::None);
+    assert!(s.renaming());
+    assert!(screen(&render(&s, 80, 24)).contains("(type a name first)"));
+    for c in "Alice".chars() {
+        press(&mut s, KeyCode::Char(c));
+    }
+    assert_eq!(press(&mut s, KeyCode::Enter), Action::None);
+    assert!(screen(&render(&s, 80, 24)).contains("\"Alice\" is already used"));
+    // Tab turns remembering off again: a plain rename.
+    for _ in 0..5 {
+        press(&mut s, KeyCode::Backspace);
+    }
+    for c in "Eve".chars() {
+        press(&mut s, KeyCode::Char(c));
+    }
+    press(&mut s, KeyCode::Tab);
+    assert_eq!(
+        press(&mut s, KeyCode::Enter),
+        Action::Send(Control::Rename {
+            speaker: "S3".into(),
+            name: "Eve".into()
+        })
+    );
+    // A failure is shown as clearly.
+    s.apply(&Event::Remembered {
+        time: 31.0,
+        speaker: "Eve".into(),
+        saved: false,
+        path: String::new(),
+        message: "cannot remember the voice of Eve: not enough speech yet".into(),
+    });
+    assert!(screen(&render(&s, 80, 24)).contains("cannot remember the voice of Eve"));
+    // The help screen lists the key.
+    press(&mut s, KeyCode::Char('?'));
+    let help = screen(&render(&s, 80, 24));
+    assert!(help.contains("remember a speaker's voice"), "{help}");
 }
