@@ -211,6 +211,7 @@ fn prepare() -> Material {
                 end: f.end(),
                 speech: f.speech,
                 power: f.power,
+                arrived: None,
             },
         );
         end = f.end();
@@ -251,6 +252,7 @@ fn prepare() -> Material {
                 &mut seconds,
                 f.start,
                 Analysis::Load {
+                    stage: whospoke::turns::Stage::Embedding,
                     audio: audio_since as f64 / SR as f64,
                     busy: 0.01,
                 },

@@ -54,6 +54,41 @@ pub struct Turn {
     pub confidence: f32,
 }
 
+/// What happened to the live input device ([`Event::Device`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// It stopped delivering audio (unplugged, sound server gone); whospoke is trying to reopen it.
+    Lost,
+    /// It was reopened and delivers audio again; the gap was silence.
+    Resumed,
+    /// It did not come back within `--reopen-timeout`; the stream ends (and whospoke exits 1).
+    Gone,
+}
+
+/// One line for people about an [`Event::Device`] (text output, dashboard, log).
+pub fn device_message(
+    device: &str,
+    state: DeviceState,
+    gap_start: f64,
+    gap: f64,
+    reason: &str,
+) -> String {
+    match state {
+        DeviceState::Lost => {
+            format!(
+                "input device {device:?} lost at {gap_start:.1} s ({reason}); trying to reopen it"
+            )
+        }
+        DeviceState::Resumed => {
+            format!("input device {device:?} is back: {gap:.1} s of silence from {gap_start:.1} s")
+        }
+        DeviceState::Gone => {
+            format!("input device {device:?} lost at {gap_start:.1} s did not come back ({reason})")
+        }
+    }
+}
+
 /// Periodic health and level report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
@@ -68,8 +103,9 @@ pub struct Health {
     /// stream time of the newest labelled audio).
     #[serde(serialize_with = "ms")]
     pub label_lag: f64,
-    /// Processing time per second of audio over the last period (embedding + fbank + VAD), a
-    /// real-time factor; 1.0 means the machine just keeps up.
+    /// Processing time per second of audio over the last period of the busiest compute stage
+    /// (fbank + embeddings, or segmentation; each has its own thread), a real-time factor; 1.0
+    /// means the machine just keeps up.
     #[serde(serialize_with = "r3")]
     pub load: f32,
 }
@@ -94,6 +130,11 @@ pub enum Event {
         time: f64,
         #[serde(flatten)]
         turn: Turn,
+        /// When the newest audio behind this decision entered whospoke (capture callback or file
+        /// reader). Not serialised as is: the JSONL writer turns it into `delay`, the processing
+        /// latency at the moment the line leaves the process.
+        #[serde(skip)]
+        arrived: Option<std::time::Instant>,
     },
     /// A label already emitted changed (the turn `id` now belongs to `to`).
     Relabel {
@@ -134,6 +175,39 @@ pub enum Event {
         #[serde(serialize_with = "r3")]
         similarity: f32,
     },
+    /// The answer to a request to remember a speaker's voice (`Control::Remember`, from the
+    /// dashboard): whether its voice profile was written, and a sentence saying what happened.
+    Remembered {
+        #[serde(serialize_with = "ms")]
+        time: f64,
+        /// The speaker's label (the profile's name when it was saved).
+        speaker: SpeakerLabel,
+        /// True when the profile file was written.
+        saved: bool,
+        /// The profile file (empty when not saved).
+        path: String,
+        /// For people: what was saved, or why nothing was.
+        message: String,
+    },
+    /// The live input device was lost, came back, or was given up on (`--device`/microphone only).
+    /// While it is lost, stream time keeps running with silence (the gap), so labels stay aligned
+    /// with the wall clock.
+    Device {
+        #[serde(serialize_with = "ms")]
+        time: f64,
+        /// The device as opened.
+        device: String,
+        /// What happened.
+        state: DeviceState,
+        /// Stream time where the device's audio stopped (the gap starts), seconds.
+        #[serde(serialize_with = "ms")]
+        gap_start: f64,
+        /// Length of the gap, seconds: 0 when `lost`; the whole gap when `resumed` or `gone`.
+        #[serde(serialize_with = "ms")]
+        gap: f64,
+        /// For people: the backend's error, how long it was silent, or how long it was retried.
+        reason: String,
+    },
     /// Audio was lost (ring overflow or device gap). Never silent.
     Dropped {
         #[serde(serialize_with = "ms")]
@@ -170,6 +244,8 @@ impl Event {
             | Event::Speaker { time, .. }
             | Event::Rename { time, .. }
             | Event::Identified { time, .. }
+            | Event::Remembered { time, .. }
+            | Event::Device { time, .. }
             | Event::Dropped { time, .. }
             | Event::Status { time, .. }
             | Event::End { time, .. } => *time,
@@ -182,6 +258,11 @@ impl Event {
 pub enum Control {
     /// Give speaker `speaker` (current label, e.g. `S2`) the name `name` in every output from now on.
     Rename { speaker: SpeakerLabel, name: String },
+    /// Remember speaker `speaker`'s voice as the profile `name` (renaming the speaker to `name`
+    /// first if it is called otherwise): a voice profile is built from the speaker's trusted
+    /// windows so far and written to the profile directory (added to an existing profile of that
+    /// name). Answered by an `Event::Remembered`.
+    Remember { speaker: SpeakerLabel, name: String },
     /// Stop the stream: finalise pending turns, flush outputs and end.
     Stop,
 }

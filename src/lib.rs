@@ -14,15 +14,18 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod events;
+pub mod fault;
 pub mod fbank;
 pub mod output;
 pub mod pipeline;
 pub mod profiles;
+pub mod recluster;
 pub mod resample;
 pub mod ring;
 pub mod runtime;
 pub mod segment;
 pub mod tui;
+pub mod tune;
 pub mod turns;
 pub mod vad;
 

@@ -58,6 +58,30 @@ enum Command {
     Enroll(EnrollArgs),
     /// List voice profiles (name, speech, last update); `profiles remove NAME` deletes one.
     Profiles(ProfilesArgs),
+    /// Search the labelling thresholds on a folder of labelled recordings (audio files with
+    /// same-named .rttm references) and print the best settings as command-line flags.
+    Tune(TuneArgs),
+}
+
+#[derive(Args, Debug)]
+struct TuneArgs {
+    /// Folder of audio files (wav, flac, mp3, ogg), each with a same-named .rttm reference.
+    dir: PathBuf,
+    /// Seconds not scored on each side of every reference boundary (as `whospoke eval --collar`).
+    #[arg(long, default_value_t = 0.0)]
+    collar: f64,
+    /// Labels final this many seconds behind live (as `--latency` of a run).
+    #[arg(long, default_value_t = TurnConfig::default().final_delay, value_name = "SECONDS")]
+    latency: f64,
+    /// Settings shown in the table.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Score the second pass's labels (what `--rttm FILE` gets) instead of the live final labels.
+    #[arg(long)]
+    second_pass: bool,
+    /// Directory holding the ONNX models.
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -128,13 +152,28 @@ struct RunArgs {
     #[arg(long, short = 'd', value_name = "NAME")]
     device: Option<String>,
 
+    /// When the input device disappears mid-stream (unplugged, sound server restarted): keep trying
+    /// to reopen it for SECS seconds (silence fills the gap) before finalising and exiting with an
+    /// error; 0 gives up at once.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_reopen_timeout)]
+    reopen_timeout: f64,
+
     /// Output format on stdout [default: jsonl when stdout is not a terminal, text otherwise].
     #[arg(long, short = 'f', value_enum)]
     format: Option<Format>,
 
-    /// Also write the final RTTM to FILE (appended turn by turn, rewritten sorted at the end).
+    /// Also write the final RTTM to FILE (appended turn by turn, rewritten sorted at the end, with
+    /// the second pass's labels).
     #[arg(long, value_name = "FILE")]
     rttm: Option<PathBuf>,
+
+    /// At the end, re-cluster the whole session and relabel the final turns that change (relabel
+    /// events; the --rttm file gets the refined labels). On by default with --rttm.
+    #[arg(long, conflicts_with = "no_second_pass")]
+    second_pass: bool,
+    /// No second pass, even with --rttm.
+    #[arg(long)]
+    no_second_pass: bool,
 
     /// Pace a file in real time, like a microphone (default: as fast as possible).
     #[arg(long)]
@@ -191,6 +230,9 @@ struct RunArgs {
     /// Cosine similarity below which a window may start a new speaker.
     #[arg(long, default_value_t = ClusterConfig::default().new_speaker_threshold, value_name = "COS")]
     new_speaker_threshold: f32,
+    /// Cosine similarity at or above which a window moves its speaker's centroid.
+    #[arg(long, default_value_t = ClusterConfig::default().update_threshold, value_name = "COS")]
+    update_threshold: f32,
     /// Most speakers to tell apart (0 = no limit).
     #[arg(long, default_value_t = 0, value_name = "N")]
     max_speakers: usize,
@@ -251,6 +293,7 @@ fn parse_frame_ms(s: &str) -> std::result::Result<u32, String> {
 }
 
 fn main() -> ExitCode {
+    one_line_panics();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -259,6 +302,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic (a bug, or the `WHOSPOKE_FAULT` test hook) prints one line naming the thread instead of the default
+/// message and backtrace; `Running::join` turns it into the error main reports. RUST_BACKTRACE=1 restores the
+/// default output.
+fn one_line_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| !v.is_empty() && v != "0") {
+            return default(info);
+        }
+        let thread = std::thread::current();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "whospoke: the {} thread panicked{at}: {}",
+            thread.name().unwrap_or("unnamed"),
+            info.payload_as_str().unwrap_or("(no message)")
+        );
+    }));
 }
 
 /// `{e:#}` without repeating a cause the text before it already quotes (library errors embed their source).
@@ -315,6 +380,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             init_logging(cli.run.verbose, None);
             profiles(a)
         }
+        Some(Command::Tune(a)) => {
+            init_logging(cli.run.verbose, None);
+            tune(a)
+        }
         None => diarize(cli.run),
     }
 }
@@ -358,6 +427,108 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
 }
 
 /// Finds the bundled demo conversation.
+fn tune(a: TuneArgs) -> Result<ExitCode> {
+    use whospoke::tune;
+    let files = tune::labelled_files(&a.dir)?;
+    if files.is_empty() {
+        bail!(
+            "{}: no audio file with a same-named .rttm reference",
+            a.dir.display()
+        );
+    }
+    let models = whospoke::runtime::locate_models(a.models.as_deref())?;
+    // The configuration a run `whospoke FILE --latency L` would use.
+    let latency = a.latency.to_string();
+    let cli = Cli::try_parse_from(["whospoke", "x", "--no-tui", "--latency", latency.as_str()])?;
+    let mut base = config(&cli.run, false);
+    base.validate()?;
+    base.turns.second_pass = a
+        .second_pass
+        .then(whospoke::recluster::ReclusterConfig::default);
+    let mut recorded = Vec::with_capacity(files.len());
+    for (k, f) in files.iter().enumerate() {
+        let t0 = std::time::Instant::now();
+        let r = tune::prepare(f, &base, &models)
+            .with_context(|| format!("cannot analyse {}", f.audio.display()))?;
+        eprintln!(
+            "tune: [{}/{}] analysed {} ({} messages, {:.1} s)",
+            k + 1,
+            files.len(),
+            f.audio.display(),
+            r.msgs.len(),
+            t0.elapsed().as_secs_f64()
+        );
+        recorded.push(r);
+    }
+    let grid = tune::grid();
+    let outcome = tune::search(&recorded, &base, &grid, a.collar, |k, n, s, r| {
+        if k % 20 == 0 || k == n {
+            eprintln!(
+                "tune: [{k}/{n}] settings scored (last: {} -> DER {:.2} %)",
+                s.flags(),
+                100.0 * r.der
+            );
+        }
+    })?;
+    let d = tune::Setting::default_setting();
+    println!(
+        "# {} files, collar {} s, latency {} s, {}; corpus DER of each setting (replayed turn stage)",
+        recorded.len(),
+        a.collar,
+        a.latency,
+        if a.second_pass {
+            "second-pass labels (--rttm FILE)"
+        } else {
+            "live final labels (stdout)"
+        }
+    );
+    println!("| rank | --threshold | --new-speaker-threshold | --update-threshold | --speech-threshold | --overlap-threshold | DER % | miss % | FA % | confusion % | speakers right |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let row = |rank: String, s: &tune::Setting, r: &whospoke::eval::Report| {
+        let t = if r.total > 0.0 { r.total } else { 1.0 };
+        println!(
+            "| {rank} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{} |",
+            s.assign,
+            s.new_speaker,
+            s.update,
+            s.speech,
+            s.overlap,
+            100.0 * r.der,
+            100.0 * r.miss / t,
+            100.0 * r.false_alarm / t,
+            100.0 * r.confusion / t,
+            r.count_correct,
+            r.files.len()
+        );
+    };
+    for (k, (s, r)) in outcome.ranked.iter().take(a.top.max(1)).enumerate() {
+        row((k + 1).to_string(), s, r);
+    }
+    row("defaults".into(), &d, &outcome.default);
+    let (rs, rr) = &outcome.recommended;
+    row("recommended".into(), rs, rr);
+    println!();
+    if let Some(l) = outcome.leave_one_out {
+        println!(
+            "leave-one-out DER: {:.2} % (each file labelled with the setting chosen on the other files; defaults {:.2} %)",
+            100.0 * l,
+            100.0 * outcome.default.der
+        );
+    }
+    println!(
+        "recommended (closest to the defaults within {} points of the best): {}",
+        tune::NEAR_BEST,
+        rs.flags()
+    );
+    println!(
+        "recommended DER {:.2} % (defaults {:.2} %, best {:.2} %)",
+        100.0 * rr.der,
+        100.0 * outcome.default.der,
+        100.0 * outcome.ranked[0].1.der
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn demo_path() -> Option<PathBuf> {
     let mut c = Vec::new();
     if let Some(d) = std::env::var_os("WHOSPOKE_ASSETS") {
@@ -402,6 +573,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
         cluster: ClusterConfig {
             assign_threshold: a.threshold,
             new_speaker_threshold: a.new_speaker_threshold.min(a.threshold),
+            update_threshold: a.update_threshold,
             max_speakers: a.max_speakers,
             ..ClusterConfig::default()
         },
@@ -410,6 +582,8 @@ fn config(a: &RunArgs, live: bool) -> Config {
             speech_source: a.speech,
             speech_threshold: a.speech_threshold,
             overlap_threshold: a.overlap_threshold,
+            second_pass: (a.second_pass || (a.rttm.is_some() && !a.no_second_pass))
+                .then(whospoke::recluster::ReclusterConfig::default),
             ..TurnConfig::default()
         },
         threads: a.threads,
@@ -625,6 +799,7 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
                 (
                     Source::Microphone {
                         device: a.device.clone(),
+                        reopen_timeout: std::time::Duration::from_secs_f64(a.reopen_timeout),
                     },
                     true,
                     "mic".to_string(),
@@ -656,6 +831,7 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
     };
     let mut cfg = config(&a, live);
     cfg.profiles = run_profiles(&a)?;
+    cfg.profile_dir = a.profiles.clone();
     let running = pipeline::start(source, cfg, &models)?;
     for sig in [
         signal_hook::consts::SIGINT,
@@ -713,6 +889,18 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
     result?;
     joined?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--reopen-timeout`: seconds, 0..=86400.
+fn parse_reopen_timeout(v: &str) -> std::result::Result<f64, String> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a number of seconds"))?;
+    if (0.0..=86_400.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("must be 0..=86400 seconds, not {v}"))
+    }
 }
 
 /// Where the dashboard draws: None = no dashboard; Some(None) = on stdout; Some(Some(tty)) = on the

@@ -85,7 +85,22 @@ impl<W: Write> LabelWriter<W> {
     pub fn write(&mut self, ev: &Event) -> std::result::Result<(), SinkError> {
         match self.format {
             Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, ev).map_err(io::Error::from)?;
+                match ev {
+                    Event::Turn {
+                        arrived: Some(at), ..
+                    } => {
+                        // The object, then `delay`: seconds from the newest audio entering
+                        // whospoke to this line (0.1 ms).
+                        let mut line = serde_json::to_string(ev).map_err(io::Error::from)?;
+                        let d = (at.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+                        if line.ends_with('}') {
+                            line.pop();
+                            line.push_str(&format!(",\"delay\":{d}}}"));
+                        }
+                        self.out.write_all(line.as_bytes())?;
+                    }
+                    _ => serde_json::to_writer(&mut self.out, ev).map_err(io::Error::from)?,
+                }
                 self.out.write_all(b"\n")?;
             }
             Format::Rttm => {
@@ -147,6 +162,19 @@ impl<W: Write> LabelWriter<W> {
                 self.out,
                 "# {speaker} recognised as {name} (similarity {similarity:.2})"
             ),
+            Event::Device {
+                time,
+                device,
+                state,
+                gap_start,
+                gap,
+                reason,
+            } => writeln!(
+                self.out,
+                "# {} {}",
+                clock(*time),
+                crate::events::device_message(device, *state, *gap_start, *gap, reason)
+            ),
             Event::Dropped {
                 time,
                 samples,
@@ -186,7 +214,8 @@ impl<W: Write> LabelWriter<W> {
 
 /// The `--rttm FILE` output: final turns appended line by line as they are decided (a crash leaves
 /// every complete line), rewritten sorted with the speakers' final names at the end (atomically,
-/// through a temporary file and a rename).
+/// through a temporary file and a rename). Final turns relabelled by the second pass carry their
+/// refined speaker in the rewrite.
 pub struct RttmFile {
     path: PathBuf,
     uri: String,
@@ -223,6 +252,13 @@ impl RttmFile {
                 writeln!(self.file, "{}", rttm_line(&self.uri, turn)).map_err(|e| self.err(e))?;
                 self.file.flush().map_err(|e| self.err(e))?;
                 self.turns.push(turn.clone());
+            }
+            // A final turn relabelled (the second pass at the end of the stream): the rewrite at
+            // the end carries its new speaker. Relabels of tentative turns match no line here.
+            Event::Relabel { id, to, .. } => {
+                for t in self.turns.iter_mut().filter(|t| t.id == *id) {
+                    t.speaker = to.clone();
+                }
             }
             Event::Rename { from, to, .. }
             | Event::Identified {
@@ -286,6 +322,7 @@ mod tests {
                 status,
                 confidence: 0.9,
             },
+            arrived: None,
         }
     }
 
@@ -350,11 +387,30 @@ mod tests {
             to: "Ann Lee".into(),
         })
         .unwrap();
+        // The second pass moves turn 1 to S2 (now Ann Lee); a tentative turn's relabel changes nothing.
+        f.write(&Event::Relabel {
+            time: 6.0,
+            id: 1,
+            from: "S1".into(),
+            to: "Ann Lee".into(),
+            start: 1.0,
+            end: 2.0,
+        })
+        .unwrap();
+        f.write(&Event::Relabel {
+            time: 6.0,
+            id: 9,
+            from: "S2".into(),
+            to: "S1".into(),
+            start: 7.0,
+            end: 8.0,
+        })
+        .unwrap();
         f.finish().unwrap();
         let s = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].contains(" S1 "));
+        assert!(lines[0].contains(" 1.000 1.000 <NA> <NA> Ann_Lee "), "{s}");
         assert!(lines[1].contains(" Ann_Lee "));
         std::fs::remove_dir_all(&dir).ok();
     }

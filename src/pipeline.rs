@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use ringbuf::traits::{Consumer, Observer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 
 use crate::analysis::{FeatureTracker, SegActivity, SegConfig, WindowConfig};
@@ -30,7 +31,7 @@ use crate::resample::Resampler;
 use crate::ring::{self, RingSignal};
 use crate::runtime::ModelPaths;
 use crate::segment::{Segmenter, SlidingConfig, SlidingSegmentation};
-use crate::turns::{Analysis, TurnConfig, TurnTracker};
+use crate::turns::{Analysis, Stage, TurnConfig, TurnTracker};
 use crate::vad::{VadConfig, VadFrame, VadGate};
 use crate::{Error, Result, SAMPLE_RATE};
 
@@ -49,6 +50,9 @@ pub struct Config {
     /// Voice profiles that may name speakers (empty = none), and how they are matched.
     pub profiles: Vec<crate::profiles::KnownSpeaker>,
     pub matching: crate::profiles::MatchConfig,
+    /// Where "remember this voice" (`Control::Remember`) saves profiles (None: the default profile
+    /// directory).
+    pub profile_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -63,6 +67,7 @@ impl Default for Config {
             ring_seconds: 4.0,
             profiles: Vec::new(),
             matching: crate::profiles::MatchConfig::default(),
+            profile_dir: None,
         }
     }
 }
@@ -99,8 +104,12 @@ pub enum Source {
         source: Box<dyn AudioSource>,
         realtime: bool,
     },
-    /// A live device (None = default input).
-    Microphone { device: Option<String> },
+    /// A live device (None = default input). A lost device is reopened for up to `reopen_timeout`
+    /// (zero: give up at once).
+    Microphone {
+        device: Option<String>,
+        reopen_timeout: Duration,
+    },
 }
 
 /// A running pipeline.
@@ -166,16 +175,33 @@ fn spawn(
 pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running> {
     cfg.validate()?;
     crate::runtime::init_onnxruntime()?;
-    let embedder = Embedder::new(&models.campplus, cfg.threads)?;
-    let segmentation = if cfg.seg.enabled {
+    // The two ONNX sessions are built at the same time (start-up time).
+    let (embedder, segmenter) = std::thread::scope(|s| {
+        let seg = cfg
+            .seg
+            .enabled
+            .then(|| s.spawn(|| Segmenter::new(&models.segmentation, cfg.threads)));
+        let embedder = Embedder::new(&models.campplus, cfg.threads);
+        let segmenter = seg
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Config(
+                        "loading the segmentation model panicked".into(),
+                    ))
+                })
+            })
+            .transpose();
+        (embedder, segmenter)
+    });
+    let (embedder, segmenter) = (embedder?, segmenter?);
+    let segmentation = if let Some(segmenter) = segmenter {
         let sr = SAMPLE_RATE as f64;
         let sliding = SlidingConfig {
             window: (cfg.seg.window * sr).round() as usize,
             step: (cfg.seg.step * sr).round() as usize,
             pad_start: true,
         };
-        let seg =
-            SlidingSegmentation::new(Segmenter::new(&models.segmentation, cfg.threads)?, sliding)?;
+        let seg = SlidingSegmentation::new(segmenter, sliding)?;
         // A tick's probabilities must reach the turn stage before its label becomes final.
         let latency = ((cfg.turns.final_delay - cfg.seg.step).max(0.0) * sr) as u64;
         Some((seg, SegActivity::new(latency)))
@@ -186,6 +212,13 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
     let stats = Arc::new(CaptureStats::default());
     let mut handles = Vec::new();
 
+    // A live source delivers audio in real time (for the processing-latency stamps).
+    let live = match &source {
+        Source::Stream { realtime, .. } => *realtime,
+        Source::Microphone { .. } => true,
+    };
+    // Device lost/resumed/gone events from the microphone thread to the turn stage.
+    let (tx_dev, rx_dev) = crossbeam_channel::unbounded::<Event>();
     // Source -> ring A.
     let (input_name, format, cons_a, sig_a) = match source {
         Source::Stream { source, realtime } => {
@@ -199,23 +232,34 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
             })?);
             (name, format, cons, sig)
         }
-        Source::Microphone { device } => {
-            // The format is known only once the device is open; size the ring for 192 kHz x 8 ch.
-            let cap = ring_capacity(
-                InputFormat {
-                    sample_rate: 192_000,
-                    channels: 8,
-                },
+        Source::Microphone {
+            device,
+            reopen_timeout,
+        } => {
+            // The device gets a ring of its own (filled by the audio callback); the microphone thread
+            // relays it into ring A, and fills ring A with silence while the device is lost.
+            let (mic, mic_cons) = crate::capture::open_microphone_ring(
+                device.as_deref(),
+                None,
                 cfg.ring_seconds,
-            );
-            let (prod, cons, sig) = ring::ring::<f32>(cap);
-            let mic = crate::capture::open_microphone(device.as_deref(), prod, stats.clone())?;
+                stats.clone(),
+            )?;
             let (name, format) = (mic.name.clone(), mic.format);
-            let (s2, st2) = (sig.clone(), stop.clone());
-            handles.push(spawn("microphone", move || mic_thread(mic, &s2, &st2))?);
+            let (prod, cons, sig) = ring::ring::<f32>(ring_capacity(format, cfg.ring_seconds));
+            let (s2, st2, stats2) = (sig.clone(), stop.clone(), stats.clone());
+            let settings = MicSettings {
+                requested: device,
+                ring_seconds: cfg.ring_seconds,
+                reopen_timeout,
+            };
+            let tx = tx_dev.clone();
+            handles.push(spawn("microphone", move || {
+                mic_thread(mic, mic_cons, prod, &s2, &st2, &stats2, settings, tx)
+            })?);
             (name, format, cons, sig)
         }
     };
+    drop(tx_dev);
 
     // ring B: VAD frames, 20 s worth.
     let frames_b = (20 * 1000 / cfg.vad.frame_ms.max(10)) as usize;
@@ -236,22 +280,39 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
         let (sa, sb) = (sig_a, sig_b.clone());
         handles.push(spawn("vad", move || {
             sa.register_consumer();
-            vad_thread(vcfg, format, cons_a, &sa, prod_b, &sb, &stats)
+            vad_thread(vcfg, format, cons_a, &sa, prod_b, &sb, &stats, live)
         })?);
     }
+    // With segmentation on: ring B -> segmentation thread -> ring C -> analysis.
+    let (cons_an, sig_an) = match segmentation {
+        Some((seg, act)) => {
+            let (prod_c, cons_c, sig_c) = ring::ring::<VadFrame>(frames_b);
+            let (sb, sc, st, tx) = (sig_b, sig_c.clone(), stop.clone(), tx_an.clone());
+            handles.push(spawn("segmentation", move || {
+                sb.register_consumer();
+                segmentation_thread(seg, act, cons_b, &sb, prod_c, &sc, tx, &st)
+            })?);
+            (cons_c, sig_c)
+        }
+        None => (cons_b, sig_b),
+    };
     {
         let wcfg = cfg.windows.clone();
-        let (sb, st) = (sig_b, stop.clone());
+        let st = stop.clone();
         handles.push(spawn("analysis", move || {
-            sb.register_consumer();
-            analysis_thread(wcfg, embedder, segmentation, cons_b, &sb, tx_an, &st)
+            sig_an.register_consumer();
+            analysis_thread(wcfg, embedder, cons_an, &sig_an, tx_an, &st)
         })?);
     }
     {
         let (tcfg, ccfg, st) = (cfg.turns.clone(), cfg.cluster.clone(), stop.clone());
-        let profiles = (cfg.profiles.clone(), cfg.matching.clone());
+        let profiles = (
+            cfg.profiles.clone(),
+            cfg.matching.clone(),
+            cfg.profile_dir.clone(),
+        );
         handles.push(spawn("turns", move || {
-            turns_thread(tcfg, ccfg, profiles, rx_an, rx_ctl, tx_ev, &st)
+            turns_thread(tcfg, ccfg, profiles, rx_an, rx_ctl, rx_dev, tx_ev, &st)
         })?);
     }
     Ok(Running {
@@ -292,12 +353,24 @@ fn source_thread(
             Err(e) => break Err(e),
         };
         if realtime {
-            // Pace: the audio may not run ahead of the wall clock.
-            let due = Duration::from_secs_f64(frames as f64 / format.sample_rate as f64);
-            let el = started.elapsed();
-            if due > el {
-                std::thread::sleep(due - el);
+            // Pace like a sound card: 10 ms pieces, none before its last sample is due.
+            let ch = format.channels.max(1) as usize;
+            let piece = (format.sample_rate as usize / 100).max(1) * ch;
+            for chunk in buf.chunks(piece) {
+                frames += (chunk.len() / ch) as u64;
+                let due = Duration::from_secs_f64(frames as f64 / format.sample_rate as f64);
+                let el = started.elapsed();
+                if due > el {
+                    std::thread::sleep(due - el);
+                }
+                if !ring::push_all_blocking(&mut prod, chunk, sig, stop) {
+                    break;
+                }
             }
+            if stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            continue;
         }
         frames += n as u64;
         if !ring::push_all_blocking(&mut prod, &buf, sig, stop) {
@@ -308,25 +381,303 @@ fn source_thread(
     result
 }
 
-/// Keeps the microphone stream alive until stop (or until the device is lost).
-fn mic_thread(mic: Microphone, sig: &RingSignal, stop: &AtomicBool) -> Result<()> {
-    let mut result = Ok(());
-    while !stop.load(Ordering::Relaxed) {
-        while let Ok(e) = mic.errors().try_recv() {
-            tracing::warn!("audio device {}: {e}", mic.name);
+/// A stream that delivered audio and then none for this long is taken as lost (callbacks come every
+/// ~40 ms; some backends, like ALSA's pulse plugin when the server dies, just stop without an error).
+const MIC_STALL: Duration = Duration::from_millis(2500);
+/// A (re)opened stream that delivers nothing for this long is taken as lost (first callbacks were seen
+/// 0.5-1.7 s after opening).
+const MIC_FIRST_AUDIO: Duration = Duration::from_secs(6);
+/// Reopen attempts: the first this long after the loss, then doubling up to `MIC_BACKOFF_MAX`.
+const MIC_BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const MIC_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The microphone as the pipeline sees it.
+struct MicSettings {
+    /// `--device` as given (None: the default input), what a reopen asks for.
+    requested: Option<String>,
+    ring_seconds: f64,
+    /// How long to retry opening a lost device before giving up (0: give up at once).
+    reopen_timeout: Duration,
+}
+
+/// A device outage in progress.
+struct Outage {
+    /// Stream position (input frames) where the device's audio stopped.
+    start: u64,
+    /// `gap_frames` when it started.
+    gap_before: u64,
+    /// Wall-clock time the last audio arrived (stream position `start`).
+    since: Instant,
+    detected: Instant,
+    next_try: Instant,
+    backoff: Duration,
+    reason: String,
+}
+
+/// Relays the microphone's own ring into ring A and watches the device. When the device is lost (a
+/// stream error saying so, or no audio for [`MIC_STALL`]), it is reported (`Event::Device` lost),
+/// reopened with exponential backoff for `reopen_timeout`, and meanwhile silence is pushed into ring
+/// A at the wall-clock rate, so that stream time keeps running (the gap; VAD hears no speech in it).
+/// When the device delivers again it is reported (`resumed`, with the gap) and relaying goes on. If
+/// it does not come back in time: `gone`, ring A is closed (the pipeline finalises and flushes) and
+/// the thread returns an error naming the device.
+#[allow(clippy::too_many_arguments)]
+fn mic_thread(
+    mic: Microphone,
+    cons: HeapCons<f32>,
+    mut prod: HeapProd<f32>,
+    sig: &RingSignal,
+    stop: &AtomicBool,
+    stats: &Arc<CaptureStats>,
+    settings: MicSettings,
+    devices: Sender<Event>,
+) -> Result<()> {
+    let name = mic.name.clone();
+    let format = mic.format;
+    let ch = format.channels.max(1) as usize;
+    let rate = format.sample_rate as f64;
+    let mut buf = vec![0.0f32; 4096 * ch];
+    let device_frames =
+        || stats.frames_in.load(Ordering::Relaxed) - stats.gap_frames.load(Ordering::Relaxed);
+    let secs = |frames: u64| frames as f64 / rate;
+    let send = |state, o: &Outage, gap: f64, reason: &str| {
+        let gap_start = secs(o.start);
+        let msg = crate::events::device_message(&name, state, gap_start, gap, reason);
+        match state {
+            crate::events::DeviceState::Resumed => tracing::info!("{msg}"),
+            _ => tracing::warn!("{msg}"),
         }
-        if mic.is_lost() {
-            result = Err(Error::Device(format!(
-                "{} stopped delivering audio (unplugged or the sound server went away)",
-                mic.name
-            )));
-            break;
+        let _ = devices.send(Event::Device {
+            time: 0.0,
+            device: name.clone(),
+            state,
+            gap_start,
+            gap,
+            reason: reason.to_string(),
+        });
+    };
+    let mut current = Some((mic, cons));
+    let mut opened_at = Instant::now();
+    let mut got_audio = false;
+    let mut seen = device_frames();
+    let mut last_audio = opened_at;
+    let mut last_error: Option<String> = None;
+    let mut outage: Option<Outage> = None;
+    let result = 'run: loop {
+        if stop.load(Ordering::Relaxed) {
+            break Ok(());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let now = Instant::now();
+        if let Some((mic, cons)) = current.as_mut() {
+            while let Ok(e) = mic.errors().try_recv() {
+                tracing::warn!("audio device {name}: {e}");
+                last_error = Some(e);
+            }
+            if relay(cons, &mut prod, &mut buf, ch) > 0 {
+                sig.wake();
+            }
+            let d = device_frames();
+            if d != seen {
+                seen = d;
+                last_audio = now;
+                got_audio = true;
+                if let Some(o) = outage.take() {
+                    let gap = secs(stats.gap_frames.load(Ordering::Relaxed) - o.gap_before);
+                    send(crate::events::DeviceState::Resumed, &o, gap, &o.reason);
+                }
+            }
+            let reason = if mic.is_lost() {
+                Some(
+                    last_error
+                        .take()
+                        .unwrap_or_else(|| "the device went away".into()),
+                )
+            } else if got_audio && now - last_audio > MIC_STALL {
+                Some(format!(
+                    "no audio for {:.1} s",
+                    (now - last_audio).as_secs_f64()
+                ))
+            } else if !got_audio && now - opened_at > MIC_FIRST_AUDIO {
+                Some(format!(
+                    "no audio within {:.0} s of opening it",
+                    MIC_FIRST_AUDIO.as_secs_f64()
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                // Whatever it delivered before going away goes first.
+                while cons.occupied_len() >= ch && !stop.load(Ordering::Relaxed) {
+                    if relay(cons, &mut prod, &mut buf, ch) > 0 {
+                        sig.wake();
+                    } else {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                if let Some((mic, _)) = current.take() {
+                    mic.retire();
+                }
+                if outage.is_none() {
+                    let o = Outage {
+                        start: stats.frames_in.load(Ordering::Relaxed),
+                        gap_before: stats.gap_frames.load(Ordering::Relaxed),
+                        since: if got_audio { last_audio } else { opened_at },
+                        detected: now,
+                        next_try: now + MIC_BACKOFF_FIRST,
+                        backoff: MIC_BACKOFF_FIRST,
+                        reason,
+                    };
+                    send(crate::events::DeviceState::Lost, &o, 0.0, &o.reason);
+                    outage = Some(o);
+                } else {
+                    tracing::info!("reopened {name} but it does not deliver audio ({reason})");
+                }
+            }
+        }
+        if let Some(o) = outage.as_mut() {
+            // Silence up to the wall clock, until the device delivers again.
+            let due =
+                o.start + (now.saturating_duration_since(o.since).as_secs_f64() * rate) as u64;
+            let have = stats.frames_in.load(Ordering::Relaxed);
+            if (!got_audio || current.is_none())
+                && due > have
+                && push_silence(&mut prod, due - have, ch, stats) > 0
+            {
+                sig.wake();
+            }
+            if now.saturating_duration_since(o.detected) >= settings.reopen_timeout {
+                if let Some((mic, _)) = current.take() {
+                    mic.retire();
+                }
+                let gap = secs(stats.gap_frames.load(Ordering::Relaxed) - o.gap_before);
+                let why = format!(
+                    "retried for {:.0} s; last: {}",
+                    settings.reopen_timeout.as_secs_f64(),
+                    o.reason
+                );
+                send(crate::events::DeviceState::Gone, o, gap, &why);
+                break 'run Err(Error::Device(format!(
+                    "input device {name:?} lost at {:.1} s and did not come back within {} s ({})",
+                    secs(o.start),
+                    settings.reopen_timeout.as_secs_f64(),
+                    o.reason
+                )));
+            }
+            if current.is_none() && now >= o.next_try {
+                match crate::capture::open_microphone_ring(
+                    settings.requested.as_deref(),
+                    Some(format),
+                    settings.ring_seconds,
+                    stats.clone(),
+                ) {
+                    Ok((m, c)) if m.format == format => {
+                        tracing::info!("reopened input device {}", m.name);
+                        current = Some((m, c));
+                        opened_at = Instant::now();
+                        got_audio = false;
+                        seen = device_frames();
+                    }
+                    Ok((m, _)) => {
+                        tracing::info!(
+                            "{} reopened at {} Hz, {} ch instead of {} Hz, {} ch; retrying",
+                            m.name,
+                            m.format.sample_rate,
+                            m.format.channels,
+                            format.sample_rate,
+                            format.channels
+                        );
+                        m.retire();
+                    }
+                    Err(e) => tracing::debug!("reopening {name}: {e}"),
+                }
+                if current.is_none() {
+                    o.next_try = Instant::now() + o.backoff;
+                    o.backoff = (o.backoff * 2).min(MIC_BACKOFF_MAX);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some((mic, mut cons)) = current.take() {
+        // Stopped (signal, quit key): what the device already delivered is still labelled.
+        relay(&mut cons, &mut prod, &mut buf, ch);
+        drop(mic);
     }
-    drop(mic);
     sig.close();
     result
+}
+
+/// Moves whole frames from a device's ring into ring A, as many as fit; returns the samples moved.
+fn relay(cons: &mut HeapCons<f32>, prod: &mut HeapProd<f32>, buf: &mut [f32], ch: usize) -> usize {
+    let mut moved = 0;
+    loop {
+        let room = prod.vacant_len().min(buf.len()).min(cons.occupied_len());
+        let room = room - room % ch;
+        if room == 0 {
+            return moved;
+        }
+        let n = cons.pop_slice(&mut buf[..room]);
+        prod.push_slice(&buf[..n]);
+        moved += n;
+    }
+}
+
+/// Pushes up to `frames` frames of silence into ring A (as many as fit), counted as gap frames;
+/// returns the frames pushed.
+fn push_silence(prod: &mut HeapProd<f32>, frames: u64, ch: usize, stats: &CaptureStats) -> u64 {
+    let fit = ((prod.vacant_len() / ch) as u64).min(frames);
+    if fit > 0 {
+        prod.push_iter(std::iter::repeat_n(0.0f32, fit as usize * ch));
+        stats.gap_frames.fetch_add(fit, Ordering::Relaxed);
+        stats.frames_in.fetch_add(fit, Ordering::Relaxed);
+    }
+    fit
+}
+
+/// `Event::Device` messages from the microphone thread, released into the event stream when the
+/// turn stage reaches their stream position (so event times never go backwards).
+#[derive(Default)]
+struct DeviceEvents {
+    pending: VecDeque<Event>,
+    /// Stream time of the last frame the turn stage saw, seconds.
+    now: f64,
+}
+
+impl DeviceEvents {
+    /// Before the turn stage handles `msg`: moves the device events whose position it reaches into `out`.
+    fn release(&mut self, rx: &Receiver<Event>, msg: &Analysis, out: &mut Vec<Event>) {
+        let sr = SAMPLE_RATE as f64;
+        let (upto, cap) = match msg {
+            Analysis::Frame { end, .. } => (*end as f64 / sr, f64::INFINITY),
+            Analysis::End { at } => (f64::INFINITY, (*at as f64 / sr).max(self.now)),
+            _ => return,
+        };
+        self.pending.extend(rx.try_iter());
+        while let Some(Event::Device {
+            state,
+            gap_start,
+            gap,
+            ..
+        }) = self.pending.front()
+        {
+            let at = match state {
+                crate::events::DeviceState::Lost => *gap_start,
+                _ => gap_start + gap,
+            };
+            if at > upto {
+                break;
+            }
+            if let Some(mut e) = self.pending.pop_front() {
+                if let Event::Device { time, .. } = &mut e {
+                    *time = at.max(self.now).min(cap);
+                }
+                out.push(e);
+            }
+        }
+        if upto.is_finite() {
+            self.now = upto;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -338,6 +689,7 @@ fn vad_thread(
     mut prod: HeapProd<VadFrame>,
     sig_b: &RingSignal,
     stats: &CaptureStats,
+    live: bool,
 ) -> Result<()> {
     let result = (|| {
         let mut gate = VadGate::new(&cfg)?;
@@ -350,6 +702,9 @@ fn vad_thread(
         let mut pos: u64 = 0;
         let mut dropped_seen: u64 = 0;
         let mut pending_drop: u64 = 0;
+        // Input samples popped so far, and where (in input samples) dropped frames belong.
+        let mut consumed: u64 = 0;
+        let mut gaps: VecDeque<(u64, u64)> = VecDeque::new();
         let never = AtomicBool::new(false);
         let emit = |f: VadFrame, prod: &mut HeapProd<VadFrame>| {
             ring::push_all_blocking(prod, &[f], sig_b, &never);
@@ -359,6 +714,7 @@ fn vad_thread(
                          held: &mut VecDeque<VadFrame>,
                          pos: &mut u64,
                          dropped: u64,
+                         arrived: Option<Instant>,
                          prod: &mut HeapProd<VadFrame>| {
             let mut f = VadFrame {
                 start: *pos,
@@ -374,22 +730,54 @@ fn vad_thread(
             if let Some(d) = gate.smoother().push(voiced) {
                 if let Some(mut out) = held.pop_front() {
                     out.speech = d;
+                    // Stamped with the input that released it: the smoother's look-ahead is
+                    // algorithmic latency, not processing time.
+                    out.arrived = arrived;
                     emit(out, prod);
                 }
             }
         };
+        let mut arrived = None;
         while let Some(n) = ring::pop_wait(&mut cons, &mut inbuf, sig_a) {
-            // Dropped input: insert the same duration of silence so stream time stays true.
+            // When the newest popped sample entered whospoke: now, less the audio queued behind it
+            // (a live source delivers in real time; a file reader runs ahead, so not for files).
+            let mut at = Instant::now();
+            if live {
+                let queued = ring::backlog(&cons) as f64 / (format.sample_rate as f64 * ch as f64);
+                at = at
+                    .checked_sub(Duration::from_secs_f64(queued))
+                    .unwrap_or(at);
+            }
+            arrived = Some(at);
+            crate::fault::hit(crate::fault::Stage::Vad, pos as f64 / SAMPLE_RATE as f64);
+            // Dropped input: the frames that did not fit were lost after everything ring A held
+            // then (`frames_in - dropped` frames kept so far). Insert the same duration of silence
+            // at that point, not before the backlog, so stream time and the labels of the backlog
+            // stay true to the audio clock.
             let d = stats.dropped.load(Ordering::Relaxed);
             if d > dropped_seen {
                 let lost = d - dropped_seen;
                 dropped_seen = d;
+                let kept = stats.frames_in.load(Ordering::Relaxed).saturating_sub(d);
+                gaps.push_back(((kept * ch as u64).max(consumed), lost));
+                tracing::warn!("{lost} input frames dropped (consumer fell behind)");
+            }
+            let mut chunk = &inbuf[..n];
+            while let Some(&(at, lost)) = gaps.front() {
+                if at >= consumed + chunk.len() as u64 {
+                    break;
+                }
+                let k = (at - consumed) as usize;
+                resampler.process(&chunk[..k], &mut mono);
+                consumed += k as u64;
+                chunk = &chunk[k..];
+                gaps.pop_front();
                 pending_drop += lost;
                 let out_len = lost * SAMPLE_RATE as u64 / format.sample_rate as u64;
                 mono.extend(std::iter::repeat_n(0.0, out_len as usize));
-                tracing::warn!("{lost} input frames dropped (consumer fell behind)");
             }
-            resampler.process(&inbuf[..n], &mut mono);
+            resampler.process(chunk, &mut mono);
+            consumed += chunk.len() as u64;
             let mut k = 0;
             while mono.len() - k >= flen {
                 let dropped = std::mem::take(&mut pending_drop);
@@ -399,6 +787,7 @@ fn vad_thread(
                     &mut held,
                     &mut pos,
                     dropped,
+                    arrived,
                     &mut prod,
                 );
                 k += flen;
@@ -406,6 +795,11 @@ fn vad_thread(
             mono.drain(..k);
         }
         resampler.finish(&mut mono);
+        for (_, lost) in gaps.drain(..) {
+            pending_drop += lost;
+            let out_len = lost * SAMPLE_RATE as u64 / format.sample_rate as u64;
+            mono.extend(std::iter::repeat_n(0.0, out_len as usize));
+        }
         let mut k = 0;
         while k < mono.len() {
             let e = (k + flen).min(mono.len());
@@ -416,6 +810,7 @@ fn vad_thread(
                 &mut held,
                 &mut pos,
                 dropped,
+                arrived,
                 &mut prod,
             );
             k = e;
@@ -423,6 +818,7 @@ fn vad_thread(
         let decisions: Vec<bool> = gate.smoother().drain().collect();
         for (mut f, d) in held.drain(..).zip(decisions) {
             f.speech = d;
+            f.arrived = arrived;
             emit(f, &mut prod);
         }
         Ok(())
@@ -431,11 +827,94 @@ fn vad_thread(
     result
 }
 
+/// Runs segmentation-3.0 over the stream between the VAD and analysis stages, on its own thread so
+/// that it overlaps with the embedding model on another core. Each frame's segmentation results
+/// (if it completes a window) are sent to the turn stage *before* the frame is passed on, so the
+/// turn stage sees them no later than it would if both models ran on one thread: the labels do
+/// not depend on thread timing.
+#[allow(clippy::too_many_arguments)]
+fn segmentation_thread(
+    mut seg: SlidingSegmentation,
+    mut act: SegActivity,
+    mut cons: HeapCons<VadFrame>,
+    sig_in: &RingSignal,
+    mut prod: HeapProd<VadFrame>,
+    sig_out: &RingSignal,
+    tx: Sender<Analysis>,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let mut frames = vec![VadFrame::default(); 32];
+    let never = AtomicBool::new(false);
+    let mut busy = Duration::ZERO;
+    let mut audio_since: u64 = 0;
+    let mut result = Ok(());
+    let mut failed = false;
+    // `visible_at`: the end of the frame that completed the window (see `Analysis::Activity`).
+    let send = |released: Option<(u64, Vec<(f32, f32)>)>, visible_at: u64| {
+        if let Some((first_tick, values)) = released {
+            // A closed channel means the turn stage is gone; the frames still flow so upstream ends.
+            let _ = tx.send(Analysis::Activity {
+                first_tick,
+                values,
+                visible_at,
+            });
+        }
+    };
+    while let Some(n) = ring::pop_wait(&mut cons, &mut frames, sig_in) {
+        let t0 = Instant::now();
+        if !failed {
+            for f in &frames[..n] {
+                crate::fault::hit(
+                    crate::fault::Stage::Segmentation,
+                    f.start as f64 / SAMPLE_RATE as f64,
+                );
+                match seg.push(f.audio()) {
+                    Ok(windows) => {
+                        for w in windows {
+                            send(act.add_window(w.start, w.len, w.log_probs.view()), f.end());
+                        }
+                    }
+                    Err(e) => {
+                        // Stop the source; keep passing frames on so every stage can end.
+                        result = Err(e);
+                        failed = true;
+                        stop.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                }
+                audio_since += f.len as u64;
+            }
+        }
+        busy += t0.elapsed();
+        if audio_since >= SAMPLE_RATE as u64 {
+            let _ = tx.send(Analysis::Load {
+                stage: Stage::Segmentation,
+                audio: audio_since as f64 / SAMPLE_RATE as f64,
+                busy: busy.as_secs_f64(),
+            });
+            audio_since = 0;
+            busy = Duration::ZERO;
+        }
+        ring::push_all_blocking(&mut prod, &frames[..n], sig_out, &never);
+    }
+    if !failed {
+        match seg.finish() {
+            Ok(w) => {
+                let tail = w.and_then(|w| act.add_window(w.start, w.len, w.log_probs.view()));
+                send(tail, u64::MAX);
+                send(act.finish(), u64::MAX);
+            }
+            Err(e) => result = Err(e),
+        }
+    }
+    sig_out.close();
+    result
+}
+
 #[allow(clippy::too_many_arguments)]
 fn analysis_thread(
     cfg: WindowConfig,
     mut embedder: Embedder,
-    mut segmentation: Option<(SlidingSegmentation, SegActivity)>,
     mut cons: HeapCons<VadFrame>,
     sig: &RingSignal,
     tx: Sender<Analysis>,
@@ -464,6 +943,10 @@ fn analysis_thread(
     'outer: while let Some(n) = ring::pop_wait(&mut cons, &mut frames, sig) {
         let t0 = Instant::now();
         for f in &frames[..n] {
+            crate::fault::hit(
+                crate::fault::Stage::Analysis,
+                f.start as f64 / SAMPLE_RATE as f64,
+            );
             if f.dropped > 0 {
                 dropped_total += f.dropped;
                 let msg = Analysis::Dropped {
@@ -476,30 +959,12 @@ fn analysis_thread(
                     break 'outer;
                 }
             }
-            if let Some((seg, act)) = segmentation.as_mut() {
-                match seg.push(f.audio()) {
-                    Ok(windows) => {
-                        for w in windows {
-                            if let Some((first_tick, values)) =
-                                act.add_window(w.start, w.len, w.log_probs.view())
-                            {
-                                if tx.send(Analysis::Activity { first_tick, values }).is_err() {
-                                    break 'outer;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        result = Err(e);
-                        break 'outer;
-                    }
-                }
-            }
             let msg = Analysis::Frame {
                 start: f.start,
                 end: f.end(),
                 speech: f.speech,
                 power: f.power,
+                arrived: f.arrived,
             };
             if tx.send(msg).is_err() {
                 break 'outer;
@@ -524,28 +989,12 @@ fn analysis_thread(
         busy += t0.elapsed();
         if audio_since >= SAMPLE_RATE as u64 {
             let _ = tx.send(Analysis::Load {
+                stage: Stage::Embedding,
                 audio: audio_since as f64 / SAMPLE_RATE as f64,
                 busy: busy.as_secs_f64(),
             });
             audio_since = 0;
             busy = Duration::ZERO;
-        }
-    }
-    if result.is_ok() {
-        if let Some((seg, act)) = segmentation.as_mut() {
-            match seg.finish() {
-                Ok(w) => {
-                    let mut released =
-                        w.and_then(|w| act.add_window(w.start, w.len, w.log_probs.view()));
-                    if let Some((first_tick, values)) = released.take() {
-                        let _ = tx.send(Analysis::Activity { first_tick, values });
-                    }
-                    if let Some((first_tick, values)) = act.finish() {
-                        let _ = tx.send(Analysis::Activity { first_tick, values });
-                    }
-                }
-                Err(e) => result = Err(e),
-            }
         }
     }
     if result.is_ok() {
@@ -568,20 +1017,25 @@ fn analysis_thread(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn turns_thread(
     tcfg: TurnConfig,
     ccfg: ClusterConfig,
     profiles: (
         Vec<crate::profiles::KnownSpeaker>,
         crate::profiles::MatchConfig,
+        Option<std::path::PathBuf>,
     ),
     rx: Receiver<Analysis>,
     controls: Receiver<Control>,
+    devices: Receiver<Event>,
     tx: Sender<Event>,
     stop: &AtomicBool,
 ) -> Result<()> {
+    let mut device_events = DeviceEvents::default();
     let mut tracker = TurnTracker::new(tcfg, ccfg)?;
     tracker.set_profiles(profiles.0, profiles.1);
+    tracker.set_profile_dir(profiles.2);
     let mut out = Vec::with_capacity(64);
     let mut controls_open = true;
     loop {
@@ -592,6 +1046,9 @@ fn turns_thread(
                     match c {
                         Ok(Control::Rename { speaker, name }) => {
                             out.extend(tracker.rename(&speaker, &name));
+                        }
+                        Ok(Control::Remember { speaker, name }) => {
+                            out.extend(tracker.remember(&speaker, &name));
                         }
                         Ok(Control::Stop) => stop.store(true, Ordering::SeqCst),
                         Err(_) => controls_open = false,
@@ -607,6 +1064,10 @@ fn turns_thread(
         };
         let Some(msg) = msg else { break };
         let end = matches!(msg, Analysis::End { .. });
+        if let Analysis::Frame { end: at, .. } = msg {
+            crate::fault::hit(crate::fault::Stage::Turns, at as f64 / SAMPLE_RATE as f64);
+        }
+        device_events.release(&devices, &msg, &mut out);
         tracker.process(msg, &mut out);
         for e in out.drain(..) {
             // A closed event channel means every sink is gone: keep draining so upstream ends.
@@ -617,4 +1078,63 @@ fn turns_thread(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod device_event_tests {
+    use super::*;
+    use crate::events::DeviceState;
+
+    fn device(state: DeviceState, gap_start: f64, gap: f64) -> Event {
+        Event::Device {
+            time: 0.0,
+            device: "mic".into(),
+            state,
+            gap_start,
+            gap,
+            reason: "test".into(),
+        }
+    }
+
+    fn frame(end_s: f64) -> Analysis {
+        let end = (end_s * SAMPLE_RATE as f64) as u64;
+        Analysis::Frame {
+            start: end - 480,
+            end,
+            speech: false,
+            power: 0.0,
+            arrived: None,
+        }
+    }
+
+    fn times(out: &[Event]) -> Vec<f64> {
+        out.iter().map(Event::time).collect()
+    }
+
+    /// Device events wait for the stream to reach their position, and their times never go back.
+    #[test]
+    fn device_events_are_released_in_stream_order() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut dev = DeviceEvents::default();
+        let mut out = Vec::new();
+        tx.send(device(DeviceState::Lost, 2.0, 0.0)).unwrap();
+        tx.send(device(DeviceState::Resumed, 2.0, 3.0)).unwrap();
+        dev.release(&rx, &frame(1.5), &mut out);
+        assert!(out.is_empty(), "released before the stream reached 2 s");
+        dev.release(&rx, &frame(2.01), &mut out);
+        assert_eq!(times(&out), vec![2.0]);
+        dev.release(&rx, &frame(4.5), &mut out);
+        assert_eq!(out.len(), 1, "resumed is at 5 s");
+        dev.release(&rx, &frame(5.1), &mut out);
+        assert_eq!(times(&out), vec![2.0, 5.0]);
+        // Reported late (after the stream passed its position): stamped with the newest frame.
+        dev.release(&rx, &frame(7.0), &mut out);
+        tx.send(device(DeviceState::Lost, 5.5, 0.0)).unwrap();
+        dev.release(&rx, &frame(7.5), &mut out);
+        assert_eq!(times(&out), vec![2.0, 5.0, 7.0]);
+        // At the end everything left goes out, no later than the end.
+        tx.send(device(DeviceState::Gone, 5.5, 9.0)).unwrap();
+        dev.release(&rx, &Analysis::End { at: 8 * 16000 }, &mut out);
+        assert_eq!(times(&out), vec![2.0, 5.0, 7.0, 8.0]);
+    }
 }

@@ -214,8 +214,19 @@ pub fn locate_models(explicit: Option<&Path>) -> Result<ModelPaths> {
     };
     let campplus = dir.join(CAMPPLUS_FILE);
     let segmentation = dir.join(SEGMENTATION_FILE);
-    verify_model(&campplus, CAMPPLUS_SHA256)?;
-    verify_model(&segmentation, SEGMENTATION_SHA256)?;
+    // Hashed side by side (start-up time).
+    let (a, b) = std::thread::scope(|s| {
+        let seg = s.spawn(|| verify_model(&segmentation, SEGMENTATION_SHA256));
+        let cam = verify_model(&campplus, CAMPPLUS_SHA256);
+        (cam, seg.join())
+    });
+    a?;
+    b.unwrap_or_else(|_| {
+        Err(Error::Model {
+            path: segmentation.clone(),
+            why: "checking the checksum panicked".into(),
+        })
+    })?;
     Ok(ModelPaths {
         campplus,
         segmentation,
@@ -290,6 +301,9 @@ pub fn load_session(model: &Path, threads: usize) -> Result<ort::session::Sessio
         .with_intra_threads(threads.max(1))
         .map_err(cfg)?
         .with_inter_threads(1)
+        .map_err(cfg)?
+        // Idle pool threads sleep instead of spinning: the other pipeline threads need the cores.
+        .with_intra_op_spinning(false)
         .map_err(cfg)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(cfg)?

@@ -22,6 +22,10 @@ pub const TICK: u64 = 160;
 /// `final_delay` after it was spoken, instead of staying tentative until it ends.
 const LONG_TURN_PIECE: u64 = 100;
 
+/// Trusted windows kept per speaker for "remember this voice" (the latest; at one window every
+/// 0.5 s of speech, the last ~3 minutes of the speaker's speech; 192 floats each).
+const VOICE_WINDOWS: usize = 360;
+
 /// Messages from the analysis thread to this stage.
 #[derive(Debug, Clone)]
 pub enum Analysis {
@@ -31,6 +35,8 @@ pub enum Analysis {
         end: u64,
         speech: bool,
         power: f32,
+        /// When the frame's newest sample entered whospoke (processing-latency measurement).
+        arrived: Option<std::time::Instant>,
     },
     /// One embedding window over samples [start, end). `trusted` = long enough to update centroids.
     Window {
@@ -47,15 +53,31 @@ pub enum Analysis {
         reason: String,
     },
     /// Segmentation-based speech and overlap probabilities for ticks `first_tick..` (10 ms each);
-    /// they decide the final speech boundaries and overlapped speech of those ticks.
+    /// they decide the final speech boundaries and overlapped speech of those ticks. They take
+    /// effect just before the `Frame` ending at sample `visible_at` (the frame that completed the
+    /// segmentation window; `u64::MAX`: at the end of the stream), however early they arrive, so
+    /// the labels do not depend on how the segmentation and analysis threads are scheduled.
     Activity {
         first_tick: u64,
         values: Vec<(f32, f32)>,
+        visible_at: u64,
     },
-    /// Processing time spent on `audio` seconds of audio.
-    Load { audio: f64, busy: f64 },
+    /// Processing time one compute stage spent on `audio` seconds of audio.
+    Load { stage: Stage, audio: f64, busy: f64 },
     /// End of stream at sample `at`.
     End { at: u64 },
+}
+
+/// Segmentation results waiting for their frame: (visible_at, first_tick, per-tick values).
+type PendingActivity = (u64, u64, Vec<(f32, f32)>);
+
+/// The compute stages that report their load (each runs on its own thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Fbank + CAM++ embeddings (the analysis thread).
+    Embedding = 0,
+    /// segmentation-3.0 (the segmentation thread).
+    Segmentation = 1,
 }
 
 /// Which detector decides the final speech boundaries when segmentation is on.
@@ -88,6 +110,24 @@ pub struct TurnConfig {
     pub overlap_threshold: f32,
     /// Seconds around an overlap within which the other turn's speaker is taken as the second speaker.
     pub overlap_reach: f64,
+    /// At the end of the stream, re-cluster every window of the session and announce the final turns
+    /// whose speaker changes by `relabel` events (the second pass, `src/recluster.rs`). Keeps every
+    /// window embedding: about 0.8 kB per window, at most 2 windows per second of speech (5.8 MB
+    /// per hour).
+    pub second_pass: Option<crate::recluster::ReclusterConfig>,
+    /// Every message this stage receives is also sent here (`whospoke tune` records a file's
+    /// analysis once, then replays it under many settings).
+    pub record: Option<Recorder>,
+}
+
+/// Where the turn stage copies the messages it receives (see [`TurnConfig::record`]).
+#[derive(Debug, Clone)]
+pub struct Recorder(pub crossbeam_channel::Sender<Analysis>);
+
+impl PartialEq for Recorder {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.same_channel(&other.0)
+    }
 }
 
 impl Default for TurnConfig {
@@ -100,6 +140,8 @@ impl Default for TurnConfig {
             speech_threshold: 0.5,
             overlap_threshold: 0.3,
             overlap_reach: 1.0,
+            second_pass: None,
+            record: None,
         }
     }
 }
@@ -169,11 +211,25 @@ pub struct TurnTracker {
     last_speech: bool,
     next_status: f64,
     dropped_total: u64,
-    load: f32,
+    /// When the newest frame seen entered whospoke.
+    arrived: Option<std::time::Instant>,
+    /// Segmentation results received but not yet due: (visible_at, first_tick, values).
+    pending_activity: VecDeque<PendingActivity>,
+    /// Latest load per [`Stage`]; the busiest stage is the one that falls behind first.
+    load: [f32; 2],
     /// Every final turn so far (for the RTTM and the second pass).
     finals: Vec<Turn>,
+    /// For each final turn: its speaker index, and whether it is the second voice of an overlap.
+    finals_meta: Vec<(usize, bool)>,
+    /// Every assigned window of the session, kept for the second pass (when it is on).
+    kept: Vec<crate::recluster::KeptWindow>,
     /// Voice profiles that may name speakers (`set_profiles`).
     identity: Option<crate::profiles::Identifier>,
+    /// Per speaker: its latest trusted windows (start, end, embedding), at most `VOICE_WINDOWS`,
+    /// from which "remember this voice" builds a profile.
+    voices: Vec<VecDeque<(u64, u64, Vec<f32>)>>,
+    /// Where remembered voices are saved (None: the default profile directory).
+    profile_dir: Option<std::path::PathBuf>,
 }
 
 fn secs(samples: u64) -> f64 {
@@ -204,9 +260,15 @@ impl TurnTracker {
             power_n: 0,
             last_speech: false,
             dropped_total: 0,
-            load: 0.0,
+            load: [0.0; 2],
+            arrived: None,
+            pending_activity: VecDeque::new(),
             finals: Vec::new(),
+            finals_meta: Vec::new(),
+            kept: Vec::new(),
             identity: None,
+            voices: Vec::new(),
+            profile_dir: None,
         })
     }
 
@@ -224,17 +286,10 @@ impl TurnTracker {
 
     /// Compares the speakers' centroids with the profiles; renames the matches.
     fn identify(&mut self, out: &mut Vec<Event>) {
+        let taken = self.user_names();
         let Some(id) = self.identity.as_mut() else {
             return;
         };
-        // Names given by the user (not by a profile) block that profile.
-        let taken: Vec<String> = self
-            .names
-            .iter()
-            .enumerate()
-            .filter(|&(k, n)| id.held(k).is_none() && *n != format!("S{}", k + 1))
-            .map(|(_, n)| n.clone())
-            .collect();
         let changes = id.check(self.clusterer.centroids(), self.clusterer.counts(), |n| {
             taken.iter().any(|t| t == n)
         });
@@ -256,6 +311,183 @@ impl TurnTracker {
                 });
             }
         }
+    }
+    /// A trusted window that no current speaker claims but that matches a voice profile naming
+    /// nobody yet (`profiles::Identifier::match_new_voice`) starts a speaker at once, named after
+    /// the profile: a known voice is named from its first windows instead of after the clusterer
+    /// has gathered `new_speaker_windows` of them. Short (untrusted) windows only count as
+    /// evidence for a later trusted one.
+    fn start_known_voice(
+        &mut self,
+        embedding: &[f32],
+        end: u64,
+        trusted: bool,
+    ) -> Option<crate::cluster::Assignment> {
+        self.identity.as_ref()?;
+        let mut unit = embedding.to_vec();
+        if !crate::cluster::normalize(&mut unit) {
+            return None;
+        }
+        let taken = self.user_names();
+        let id = self.identity.as_mut()?;
+        let (p, sim) =
+            id.match_new_voice(&unit, secs(end), trusted, self.clusterer.centroids(), |n| {
+                taken.iter().any(|t| t == n)
+            })?;
+        let name = id.known[p].name.clone();
+        let a = self.clusterer.start_speaker(&unit)?;
+        let _ = self.name(a.speaker);
+        tracing::info!(
+            "new voice recognised as {name} from its first windows (similarity {sim:.3})"
+        );
+        if let Some(id) = self.identity.as_mut() {
+            id.seed(a.speaker, p);
+        }
+        self.names[a.speaker] = name;
+        Some(a)
+    }
+
+    /// Where "remember this voice" saves profiles (None: the default profile directory).
+    pub fn set_profile_dir(&mut self, dir: Option<std::path::PathBuf>) {
+        self.profile_dir = dir;
+    }
+
+    /// Keeps a trusted window that clearly belongs to its speaker for "remember this voice".
+    fn keep_voice(
+        &mut self,
+        a: &crate::cluster::Assignment,
+        start: u64,
+        end: u64,
+        embedding: &[f32],
+        trusted: bool,
+    ) {
+        if !trusted || a.similarity <= a.runner_up {
+            return;
+        }
+        if self.voices.len() <= a.speaker {
+            self.voices.resize_with(a.speaker + 1, VecDeque::new);
+        }
+        let v = &mut self.voices[a.speaker];
+        if v.len() >= VOICE_WINDOWS {
+            v.pop_front();
+        }
+        v.push_back((start, end, embedding.to_vec()));
+    }
+
+    /// Remembers the voice of `speaker` (current label) as the profile `name`: renames the speaker
+    /// first if needed, builds a profile from its kept windows and saves it in the profile directory
+    /// (added to an existing profile of that name). Returns the events to emit: the rename (if
+    /// any) and an `Event::Remembered` saying what happened.
+    pub fn remember(&mut self, speaker: &str, name: &str) -> Vec<Event> {
+        let name = name.trim().to_string();
+        let mut out = Vec::new();
+        let time = secs(self.now);
+        let fail = |speaker: &str, message: String| {
+            tracing::warn!("{message}");
+            Event::Remembered {
+                time,
+                speaker: speaker.to_string(),
+                saved: false,
+                path: String::new(),
+                message,
+            }
+        };
+        let Some(i) = self.names.iter().position(|n| n == speaker) else {
+            out.push(fail(
+                speaker,
+                format!("cannot remember {speaker}: no such speaker"),
+            ));
+            return out;
+        };
+        if name.is_empty() {
+            out.push(fail(
+                speaker,
+                format!("cannot remember {speaker}: the profile needs a name"),
+            ));
+            return out;
+        }
+        if name != speaker {
+            match self.rename(speaker, &name) {
+                Some(ev) => out.push(ev),
+                None => {
+                    out.push(fail(
+                        speaker,
+                        format!(
+                            "cannot remember {speaker} as {name}: another speaker is called {name}"
+                        ),
+                    ));
+                    return out;
+                }
+            }
+        }
+        let kept = self.voices.get(i).cloned().unwrap_or_default();
+        // Speech covered by the kept windows (they overlap; count each sample once).
+        let mut covered = 0u64;
+        let mut reach = 0u64;
+        for (s, e, _) in &kept {
+            let s = (*s).max(reach);
+            if *e > s {
+                covered += e - s;
+            }
+            reach = reach.max(*e);
+        }
+        let windows: Vec<Vec<f32>> = kept.into_iter().map(|(_, _, w)| w).collect();
+        let source = format!(
+            "live session {}, speaker {speaker}, {} windows",
+            crate::profiles::utc_now(),
+            windows.len()
+        );
+        let result = crate::profiles::profile_from_windows(
+            &name,
+            &windows,
+            secs(covered),
+            &source,
+            crate::profiles::MIN_SPEECH_SECONDS,
+        )
+        .and_then(|p| {
+            let store = crate::profiles::ProfileStore::open(self.profile_dir.as_deref())?;
+            let (path, updated) = crate::profiles::save_or_merge(&store, &p)?;
+            Ok((p, path, updated))
+        });
+        out.push(match result {
+            Ok((p, path, updated)) => {
+                let message = format!(
+                    "{} the voice profile of {name} ({:.1} s of speech): {}",
+                    if updated { "updated" } else { "saved" },
+                    p.speech_seconds,
+                    path.display()
+                );
+                tracing::info!("{message}");
+                Event::Remembered {
+                    time,
+                    speaker: name.clone(),
+                    saved: true,
+                    path: path.display().to_string(),
+                    message,
+                }
+            }
+            Err(e) => {
+                let why = match e {
+                    crate::Error::Config(m) => m,
+                    e => e.to_string(),
+                };
+                fail(&name, format!("cannot remember the voice of {name}: {why}"))
+            }
+        });
+        out
+    }
+
+    /// Names given by the user (not by a profile): they block that profile.
+    fn user_names(&self) -> Vec<String> {
+        let Some(id) = self.identity.as_ref() else {
+            return Vec::new();
+        };
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|&(k, n)| id.held(k).is_none() && *n != format!("S{}", k + 1))
+            .map(|(_, n)| n.clone())
+            .collect()
     }
     // ---------------------------------------------------------------------------------------------
 
@@ -313,13 +545,20 @@ impl TurnTracker {
 
     /// Processes one message, appending resulting events to `out`.
     pub fn process(&mut self, msg: Analysis, out: &mut Vec<Event>) {
+        if let Some(r) = &self.cfg.record {
+            // A closed recorder only means nobody listens any more.
+            let _ = r.0.send(msg.clone());
+        }
         match msg {
             Analysis::Frame {
                 start,
                 end,
                 speech,
                 power,
+                arrived,
             } => {
+                self.apply_activity(end);
+                self.arrived = arrived.or(self.arrived);
                 self.power_sum += power as f64 * (end - start) as f64;
                 self.power_n += end - start;
                 self.last_speech = speech;
@@ -334,8 +573,15 @@ impl TurnTracker {
                 trusted,
             } => {
                 let t = secs(end);
-                match self.clusterer.assign(&embedding, t, trusted) {
-                    Some(a) => self.push_window(start, end, embedding, a),
+                let assigned = match self.start_known_voice(&embedding, end, trusted) {
+                    Some(a) => Some(a),
+                    None => self.clusterer.assign(&embedding, t, trusted),
+                };
+                match assigned {
+                    Some(a) => {
+                        self.keep_voice(&a, start, end, &embedding, trusted);
+                        self.push_window(start, end, embedding, a, trusted)
+                    }
                     // Too short to start the first speaker; kept in case nothing better comes.
                     None if self.clusterer.num_speakers() == 0 => {
                         self.untrusted.push((start, end, embedding));
@@ -359,34 +605,35 @@ impl TurnTracker {
                     reason,
                 });
             }
-            Analysis::Activity { first_tick, values } => {
-                for (k, v) in values.into_iter().enumerate() {
-                    let t = first_tick + k as u64;
-                    if t < self.first_tick {
-                        continue;
-                    }
-                    let idx = (t - self.first_tick) as usize;
-                    self.ensure_len(idx + 1);
-                    self.seg[idx] = Some(v);
-                }
+            Analysis::Activity {
+                first_tick,
+                values,
+                visible_at,
+            } => {
+                self.pending_activity
+                    .push_back((visible_at, first_tick, values));
             }
-            Analysis::Load { audio, busy } => {
+            Analysis::Load { stage, audio, busy } => {
                 if audio > 0.0 {
-                    self.load = (busy / audio) as f32;
+                    self.load[stage as usize] = (busy / audio) as f32;
                 }
             }
             Analysis::End { at } => {
+                self.apply_activity(u64::MAX);
                 self.now = self.now.max(at);
                 if self.clusterer.num_speakers() == 0 {
                     // A recording with only short speech: its short windows still name one speaker
                     // rather than none.
                     for (start, end, embedding) in std::mem::take(&mut self.untrusted) {
                         if let Some(a) = self.clusterer.assign(&embedding, secs(end), true) {
-                            self.push_window(start, end, embedding, a);
+                            self.push_window(start, end, embedding, a, true);
                         }
                     }
                 }
                 self.update(true, out);
+                if let Some(cfg) = self.cfg.second_pass.clone() {
+                    self.second_pass(&cfg, out);
+                }
                 let speakers = self.names.clone();
                 out.push(Event::End {
                     time: secs(self.now),
@@ -404,7 +651,18 @@ impl TurnTracker {
         end: u64,
         embedding: Vec<f32>,
         a: crate::cluster::Assignment,
+        trusted: bool,
     ) {
+        if self.cfg.second_pass.is_some() {
+            let mut unit = embedding.clone();
+            crate::cluster::normalize(&mut unit);
+            self.kept.push(crate::recluster::KeptWindow {
+                start,
+                end,
+                unit,
+                trusted,
+            });
+        }
         self.windows.push_back(Win {
             start,
             end,
@@ -414,6 +672,37 @@ impl TurnTracker {
             final_label: None,
         });
         self.last_window_end = self.last_window_end.max(end);
+    }
+
+    /// Applies the segmentation results due before the frame ending at `frame_end`.
+    fn apply_activity(&mut self, frame_end: u64) {
+        while self
+            .pending_activity
+            .front()
+            .is_some_and(|(at, _, _)| *at <= frame_end)
+        {
+            let Some((_, first_tick, values)) = self.pending_activity.pop_front() else {
+                break;
+            };
+            for (k, v) in values.into_iter().enumerate() {
+                let t = first_tick + k as u64;
+                if t < self.first_tick {
+                    continue;
+                }
+                let idx = (t - self.first_tick) as usize;
+                self.ensure_len(idx + 1);
+                self.seg[idx] = Some(v);
+            }
+        }
+    }
+
+    /// A `turn` event decided now, carrying when the newest audio behind it entered whospoke.
+    fn turn_event(&self, turn: Turn) -> Event {
+        Event::Turn {
+            time: secs(self.now),
+            turn,
+            arrived: self.arrived,
+        }
     }
 
     fn add_frame(&mut self, start: u64, end: u64, speech: bool) {
@@ -473,7 +762,7 @@ impl TurnTracker {
                 speech: self.last_speech,
                 dropped_samples: self.dropped_total,
                 label_lag,
-                load: self.load,
+                load: self.load[0].max(self.load[1]),
             },
         });
     }
@@ -648,6 +937,132 @@ impl TurnTracker {
         self.emit_tentative(&runs, out);
     }
 
+    /// The second pass (stream ended): re-clusters every kept window (`recluster::refine`), gives each
+    /// final turn the speaker most of its ticks' windows now have (each tick voted by the window
+    /// deciding it, as in the live path), and announces each changed turn by a `relabel` event.
+    /// The second voice of an overlap follows the refined speaker of the nearest turn that had its
+    /// speaker.
+    fn second_pass(&mut self, cfg: &crate::recluster::ReclusterConfig, out: &mut Vec<Event>) {
+        let labels = crate::recluster::refine(&self.kept, self.clusterer.centroids(), cfg);
+        if labels.is_empty() || self.finals.is_empty() {
+            return;
+        }
+        let k = self.clusterer.num_speakers();
+        // Windows by centre, to find the one deciding each tick.
+        let mut order: Vec<usize> = (0..self.kept.len()).collect();
+        let centre = |w: &crate::recluster::KeptWindow| (w.start + w.end) as f64 / 2.0;
+        order.sort_by(|&a, &b| centre(&self.kept[a]).total_cmp(&centre(&self.kept[b])));
+        let centres: Vec<f64> = order.iter().map(|&i| centre(&self.kept[i])).collect();
+        let half = self
+            .kept
+            .iter()
+            .map(|w| (w.end - w.start) as f64 / 2.0)
+            .fold(0.0, f64::max);
+        let window_at = |c: f64| -> Option<usize> {
+            let lo = centres.partition_point(|&x| x < c - half);
+            let hi = centres.partition_point(|&x| x <= c + half);
+            let covering = (lo..hi)
+                .filter(|&j| {
+                    let w = &self.kept[order[j]];
+                    (w.start as f64) <= c && c < w.end as f64
+                })
+                .min_by(|&a, &b| (centres[a] - c).abs().total_cmp(&(centres[b] - c).abs()));
+            covering
+                .or_else(|| {
+                    [lo.checked_sub(1), (hi < centres.len()).then_some(hi)]
+                        .into_iter()
+                        .flatten()
+                        .min_by(|&a, &b| (centres[a] - c).abs().total_cmp(&(centres[b] - c).abs()))
+                })
+                .map(|j| order[j])
+        };
+        let tick_of = |s: f64| (s * SAMPLE_RATE as f64 / TICK as f64).round() as u64;
+        let mut refined: Vec<usize> = self.finals_meta.iter().map(|m| m.0).collect();
+        for (i, t) in self.finals.iter().enumerate() {
+            let (live, second) = self.finals_meta[i];
+            if second {
+                continue;
+            }
+            let mut votes = vec![0u64; k.max(live + 1)];
+            for tick in tick_of(t.start)..tick_of(t.end) {
+                if let Some(w) = window_at((tick * TICK + TICK / 2) as f64) {
+                    if let Some(v) = votes.get_mut(labels[w]) {
+                        *v += 1;
+                    }
+                }
+            }
+            // Ties keep the live speaker.
+            let best = votes.iter().copied().max().unwrap_or(0);
+            if best > votes[live] {
+                refined[i] = votes.iter().position(|&v| v == best).unwrap_or(live);
+            }
+        }
+        let reach = self.cfg.overlap_reach + 0.5;
+        for i in 0..self.finals.len() {
+            let (live, second) = self.finals_meta[i];
+            if !second {
+                continue;
+            }
+            let t = &self.finals[i];
+            let nearest = self
+                .finals
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| self.finals_meta[j] == (live, false))
+                .map(|(j, f)| (j, (f.start - t.end).max(t.start - f.end).max(0.0)))
+                .filter(|&(_, gap)| gap <= reach)
+                .min_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((j, _)) = nearest {
+                refined[i] = refined[j];
+            }
+            // A second voice is another speaker than the turn it overlaps: when the refined labels
+            // collide, the pair keeps the two live speakers (swapped if need be).
+            let under = self
+                .finals
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| !self.finals_meta[j].1)
+                .map(|(j, f)| (j, f.end.min(t.end) - f.start.max(t.start)))
+                .filter(|&(_, ov)| ov > 0.0)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(j, _)| j);
+            if let Some(j) = under {
+                if refined[i] == refined[j] {
+                    if let Some(other) = [live, self.finals_meta[j].0]
+                        .into_iter()
+                        .find(|&c| c != refined[j])
+                    {
+                        refined[i] = other;
+                    }
+                }
+            }
+        }
+        let mut changed = 0usize;
+        for (i, &to) in refined.iter().enumerate() {
+            let from = self.finals_meta[i].0;
+            if to == from {
+                continue;
+            }
+            changed += 1;
+            self.announce(to, out);
+            let (from, to) = (self.name(from), self.name(to));
+            let t = &self.finals[i];
+            out.push(Event::Relabel {
+                time: secs(self.now),
+                id: t.id,
+                from,
+                to,
+                start: t.start,
+                end: t.end,
+            });
+        }
+        tracing::info!(
+            "second pass: {} windows re-clustered, {changed} of {} final turns relabelled",
+            self.kept.len(),
+            self.finals.len()
+        );
+    }
+
     fn extend_uncovered(&self, runs: &mut [Run], now_tick: u64) {
         let covered = self.last_window_end.div_ceil(TICK);
         if let Some(last) = runs.last_mut() {
@@ -699,10 +1114,8 @@ impl TurnTracker {
         self.announce(r.speaker, out);
         let turn = self.turn(id, r, Status::Final);
         self.finals.push(turn.clone());
-        out.push(Event::Turn {
-            time: secs(self.now),
-            turn,
-        });
+        self.finals_meta.push((r.speaker, false));
+        out.push(self.turn_event(turn));
     }
 
     /// Overlapped stretches inside the final run `r` get a second, final turn for the speaker of the
@@ -747,10 +1160,8 @@ impl TurnTracker {
                 };
                 let turn = self.turn(id, &run, Status::Final);
                 self.finals.push(turn.clone());
-                out.push(Event::Turn {
-                    time: secs(self.now),
-                    turn,
-                });
+                self.finals_meta.push((spk, true));
+                out.push(self.turn_event(turn));
             }
         }
     }
@@ -841,10 +1252,7 @@ impl TurnTracker {
                         o.last_emit_end = r.end;
                         self.announce(r.speaker, out);
                         let turn = self.turn(o.id, r, Status::Tentative);
-                        out.push(Event::Turn {
-                            time: secs(self.now),
-                            turn,
-                        });
+                        out.push(self.turn_event(turn));
                     }
                     next_open.push(o);
                 }
@@ -853,10 +1261,7 @@ impl TurnTracker {
                     self.next_id += 1;
                     self.announce(r.speaker, out);
                     let turn = self.turn(id, r, Status::Tentative);
-                    out.push(Event::Turn {
-                        time: secs(self.now),
-                        turn,
-                    });
+                    out.push(self.turn_event(turn));
                     next_open.push(OpenTurn {
                         id,
                         speaker: r.speaker,
@@ -928,13 +1333,21 @@ mod tests {
                     (sp, if overlap_at(tt) { 0.8 } else { 0.0 })
                 })
                 .collect();
-            tr.process(Analysis::Activity { first_tick, values }, &mut out);
+            tr.process(
+                Analysis::Activity {
+                    first_tick,
+                    values,
+                    visible_at: e,
+                },
+                &mut out,
+            );
             tr.process(
                 Analysis::Frame {
                     start: s,
                     end: e,
                     speech: who.is_some(),
                     power: 0.01,
+                    arrived: None,
                 },
                 &mut out,
             );
@@ -1030,6 +1443,42 @@ mod tests {
         // Outside the overlap, one voice only.
         assert!(covers("S1", 2.0) && !covers("S2", 2.0));
         assert!(covers("S2", 8.0) && !covers("S1", 8.0));
+    }
+
+    #[test]
+    fn remember_renames_and_refuses_too_little_speech() {
+        let mut tr = TurnTracker::new(TurnConfig::default(), ClusterConfig::default()).unwrap();
+        tr.set_profile_dir(Some(std::env::temp_dir().join("whospoke-never-written")));
+        let mut out = Vec::new();
+        tr.process(
+            Analysis::Window {
+                start: 0,
+                end: 24000,
+                embedding: unit(0),
+                trusted: true,
+            },
+            &mut out,
+        );
+        let _ = tr.name(1);
+        let ev = tr.remember("S1", "Alice");
+        assert!(matches!(&ev[0], Event::Rename { from, to, .. } if from == "S1" && to == "Alice"));
+        assert!(
+            matches!(&ev[1], Event::Remembered { speaker, saved: false, path, message, .. }
+                if speaker == "Alice" && path.is_empty() && message.contains("not enough speech")),
+            "{ev:?}"
+        );
+        // A name another speaker has, or an unknown speaker: refused, nothing renamed.
+        let ev = tr.remember("S2", "Alice");
+        assert!(
+            matches!(&ev[..], [Event::Remembered { saved: false, .. }]),
+            "{ev:?}"
+        );
+        assert_eq!(tr.names(), ["Alice", "S2"]);
+        let ev = tr.remember("S7", "Bob");
+        assert!(
+            matches!(&ev[..], [Event::Remembered { saved: false, message, .. }] if message.contains("no such speaker")),
+            "{ev:?}"
+        );
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct VadFrame {
     /// Input samples (per channel, at the input rate) lost just before this frame; the frame's audio
     /// then starts after a stretch of inserted silence that keeps stream time true.
     pub dropped: u64,
+    /// When the newest input sample of this frame entered whospoke (the capture callback, or the
+    /// file/stdin reader), for measuring processing latency; None when unknown.
+    pub arrived: Option<std::time::Instant>,
     /// The audio.
     pub samples: [f32; MAX_FRAME],
 }
@@ -104,6 +107,7 @@ impl Default for VadFrame {
             speech: false,
             power: 0.0,
             dropped: 0,
+            arrived: None,
             samples: [0.0; MAX_FRAME],
         }
     }
@@ -192,27 +196,44 @@ impl Smoother {
 /// webrtc-vad plus the smoother. Not `Send` (webrtc-vad): build it inside the thread that uses it.
 pub struct VadGate {
     vad: webrtc_vad::Vad,
+    aggressiveness: u8,
     smoother: Smoother,
     frame_len: usize,
     pcm: [i16; MAX_FRAME],
+    /// Frames classified since webrtc-vad was last (re)started, and the current run of non-speech.
+    since_reset: u32,
+    quiet_run: u32,
+}
+
+/// webrtc-vad's adaptive noise and speech models drift over a long stream (missed speech grows by
+/// a point or two per hour on the same voices), so the detector is restarted inside a pause
+/// (`RESET_QUIET` non-speech frames in a row) once it has run for `RESET_AFTER` frames; it adapts
+/// again within a fraction of a second.
+const RESET_AFTER: u32 = 4000;
+const RESET_QUIET: u32 = 20;
+
+fn new_webrtc(aggressiveness: u8) -> webrtc_vad::Vad {
+    let mode = match aggressiveness {
+        0 => webrtc_vad::VadMode::Quality,
+        1 => webrtc_vad::VadMode::LowBitrate,
+        2 => webrtc_vad::VadMode::Aggressive,
+        _ => webrtc_vad::VadMode::VeryAggressive,
+    };
+    webrtc_vad::Vad::new_with_rate_and_mode(webrtc_vad::SampleRate::Rate16kHz, mode)
 }
 
 impl VadGate {
     /// Builds the gate.
     pub fn new(cfg: &VadConfig) -> Result<Self> {
         cfg.validate()?;
-        let mode = match cfg.aggressiveness {
-            0 => webrtc_vad::VadMode::Quality,
-            1 => webrtc_vad::VadMode::LowBitrate,
-            2 => webrtc_vad::VadMode::Aggressive,
-            _ => webrtc_vad::VadMode::VeryAggressive,
-        };
-        let vad = webrtc_vad::Vad::new_with_rate_and_mode(webrtc_vad::SampleRate::Rate16kHz, mode);
         Ok(Self {
-            vad,
+            vad: new_webrtc(cfg.aggressiveness),
+            aggressiveness: cfg.aggressiveness,
             smoother: Smoother::new(cfg),
             frame_len: cfg.frame_len(),
             pcm: [0; MAX_FRAME],
+            since_reset: 0,
+            quiet_run: 0,
         })
     }
 
@@ -229,9 +250,17 @@ impl VadGate {
         for (d, s) in self.pcm.iter_mut().zip(frame) {
             *d = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
         }
-        self.vad
+        let voiced = self
+            .vad
             .is_voice_segment(&self.pcm[..self.frame_len])
-            .unwrap_or(false)
+            .unwrap_or(false);
+        self.since_reset = self.since_reset.saturating_add(1);
+        self.quiet_run = if voiced { 0 } else { self.quiet_run + 1 };
+        if self.since_reset >= RESET_AFTER && self.quiet_run >= RESET_QUIET {
+            self.vad = new_webrtc(self.aggressiveness);
+            self.since_reset = 0;
+        }
+        voiced
     }
 
     /// Access to the smoother (delay line).

@@ -33,19 +33,25 @@ enum Kind {
     Load,
     /// dBFS in [-120, 0] with at most 1 decimal.
     Db,
+    /// Wall-clock seconds >= 0 with at most 4 decimals (processing delay).
+    Delay,
     /// An array of non-empty strings.
     Labels,
+    /// `"lost"`, `"resumed"` or `"gone"`.
+    DeviceState,
 }
 
 use Kind::*;
 
-const TYPES: [&str; 9] = [
+const TYPES: [&str; 11] = [
     "start",
     "turn",
     "relabel",
     "speaker",
     "rename",
     "identified",
+    "remembered",
+    "device",
     "dropped",
     "status",
     "end",
@@ -68,6 +74,7 @@ fn schema(ty: &str) -> Option<&'static [(&'static str, Kind)]> {
             ("end", Secs),
             ("status", Status),
             ("confidence", Confidence),
+            ("delay", Delay),
         ],
         "relabel" => &[
             ("time", Secs),
@@ -84,6 +91,21 @@ fn schema(ty: &str) -> Option<&'static [(&'static str, Kind)]> {
             ("speaker", Label),
             ("name", Label),
             ("similarity", Confidence),
+        ],
+        "remembered" => &[
+            ("time", Secs),
+            ("speaker", Label),
+            ("saved", Bool),
+            ("path", Str),
+            ("message", Label),
+        ],
+        "device" => &[
+            ("time", Secs),
+            ("device", Str),
+            ("state", DeviceState),
+            ("gap_start", Secs),
+            ("gap", Secs),
+            ("reason", Label),
         ],
         "dropped" => &[
             ("time", Secs),
@@ -152,9 +174,17 @@ fn check_field(name: &str, kind: Kind, v: &Value) -> Result<(), String> {
             Some(x) if x >= 0.0 && rounded(x, 1000.0) => Ok(()),
             _ => bad("a number >= 0 with 3 decimals"),
         },
+        Delay => match num {
+            Some(x) if x >= 0.0 && rounded(x, 10000.0) => Ok(()),
+            _ => bad("seconds >= 0 with 4 decimals"),
+        },
         Db => match num {
             Some(x) if (-120.0..=0.0).contains(&x) && rounded(x, 10.0) => Ok(()),
             _ => bad("dBFS in [-120, 0] with 1 decimal"),
+        },
+        DeviceState => match v.as_str() {
+            Some("lost" | "resumed" | "gone") => Ok(()),
+            _ => bad("\"lost\", \"resumed\" or \"gone\""),
         },
         Labels => match v.as_array() {
             Some(a) if a.iter().all(|s| s.as_str().is_some_and(|s| !s.is_empty())) => Ok(()),
@@ -445,7 +475,7 @@ fn documented_examples_match_schema() {
 #[test]
 fn checker_rejects_drift() {
     let turn = json!({"type":"turn","time":2.0,"id":1,"speaker":"S1","start":0.5,"end":1.5,
-                      "status":"final","confidence":0.9});
+                      "status":"final","confidence":0.9,"delay":0.0123});
     check_event(&turn).unwrap();
     let drifted = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
         let mut v = turn.clone();
@@ -455,6 +485,9 @@ fn checker_rejects_drift() {
     let bad = [
         drifted(&|o| {
             o.remove("confidence");
+        }),
+        drifted(&|o| {
+            o.insert("delay".into(), json!(-0.01));
         }),
         drifted(&|o| {
             o.insert("speaker_id".into(), json!(1));

@@ -136,14 +136,21 @@ fn interrupted_run(signal: i32, tag: &str) {
         "RTTM not sorted:\n{text}"
     );
     // The file holds the printed final turns, with consecutive pieces of one speaker's long turn
-    // (finalised piece by piece) joined into one line.
+    // (finalised piece by piece) joined into one line, and the speaker of any later `relabel` of a
+    // final turn (the second pass).
     let mut printed: Vec<(f64, f64, String)> = finals
         .iter()
         .map(|t| {
+            let speaker = events
+                .iter()
+                .skip_while(|e| *e != *t)
+                .filter(|e| e["type"] == "relabel" && e["id"] == t["id"])
+                .last()
+                .map_or(&t["speaker"], |e| &e["to"]);
             (
                 t["start"].as_f64().unwrap(),
                 t["end"].as_f64().unwrap(),
-                t["speaker"].as_str().unwrap().to_string(),
+                speaker.as_str().unwrap().to_string(),
             )
         })
         .collect();

@@ -1,0 +1,72 @@
+//! The two models run on two threads (segmentation_thread, analysis_thread). The labels must not
+//! depend on how the OS schedules them: the same file gives the same events whether the
+//! segmentation thread runs far ahead of the embedding thread or not. The `WHOSPOKE_FAULT` hook
+//! (src/fault.rs) slows one stage to force each ordering; latency 0.5 s is where a timing race would
+//! show (segmentation results due after the tick would otherwise have been finalised).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn demo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/demo.flac")
+}
+
+/// The run's events without what legitimately varies from run to run: `status` (its `load` is
+/// measured processing time) and each turn's `delay` (wall clock).
+fn events(fault: Option<&str>, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_whospoke"));
+    cmd.arg(demo())
+        .args(["--format", "jsonl", "--no-tui"])
+        .args(extra);
+    match fault {
+        Some(f) => cmd.env("WHOSPOKE_FAULT", f),
+        None => cmd.env_remove("WHOSPOKE_FAULT"),
+    };
+    let out = cmd.output().expect("run whospoke");
+    assert!(
+        out.status.success(),
+        "whospoke failed ({fault:?}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|v| v["type"] != "status")
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("delay");
+            }
+            v
+        })
+        .collect()
+}
+
+fn assert_same(a: &[serde_json::Value], b: &[serde_json::Value], what: &str) {
+    let first_diff = a.iter().zip(b).position(|(x, y)| x != y);
+    assert!(
+        a.len() == b.len() && first_diff.is_none(),
+        "{what}: {} vs {} events; first difference at {first_diff:?}: {:?} vs {:?}",
+        a.len(),
+        b.len(),
+        first_diff.map(|i| &a[i]),
+        first_diff.map(|i| &b[i]),
+    );
+}
+
+#[test]
+fn labels_do_not_depend_on_thread_scheduling() {
+    let opts = ["--latency", "0.5"];
+    let normal = events(None, &opts);
+    let finals = normal
+        .iter()
+        .filter(|v| v["type"] == "turn" && v["status"] == "final")
+        .count();
+    assert!(finals >= 10, "too few final turns to compare: {finals}");
+    // Embedding thread slowed: the segmentation thread runs up to a ring (20 s) ahead of it.
+    let seg_ahead = events(Some("slow:analysis:4@0-70"), &opts);
+    assert_same(&normal, &seg_ahead, "segmentation ahead of the embeddings");
+    // Segmentation thread slowed: the embedding thread waits on it frame by frame.
+    let seg_behind = events(Some("slow:segmentation:4@0-70"), &opts);
+    assert_same(&normal, &seg_behind, "segmentation just in time");
+}
