@@ -236,14 +236,14 @@ if crit:
         P("")
         seg_ns = C("segmentation/1s_audio")
         cam_ns = emb_w * win_per_s
-        work = cam_ns + (seg_ns if seg_ns == seg_ns else 0.0)
+        model_ns = cam_ns + (seg_ns if seg_ns == seg_ns else 0.0)
         # The two models run on two threads (analysis: fbank + CAM++; segmentation): on 2+ cores the wall-time floor
         # is the busier thread, the CPU-time floor their sum.
         fb_ns = C("fbank_streaming/1s_audio")
         floor = max(cam_ns + (fb_ns if fb_ns == fb_ns else 0.0), seg_ns if seg_ns == seg_ns else 0.0)
         if floor == floor:
-            P(f"Floor: model inference alone costs {fmt_t(work)} of CPU per second of audio (CAM++ {fmt_t(cam_ns)} + "
-              f"segmentation {fmt_t(seg_ns)}; RTF {work / 1e9:.4f} if run one after the other). The two models run on "
+            P(f"Floor: model inference alone costs {fmt_t(model_ns)} of CPU per second of audio (CAM++ {fmt_t(cam_ns)} + "
+              f"segmentation {fmt_t(seg_ns)}; RTF {model_ns / 1e9:.4f} if run one after the other). The two models run on "
               f"separate threads (analysis: fbank + CAM++; segmentation), so with two cores the wall-time floor is the "
               f"busier thread: {fmt_t(floor)} per second of audio = RTF {floor / 1e9:.4f}. The whole process takes "
               f"{med / (floor / 1e9):.2f}x that floor.")

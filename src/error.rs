@@ -27,6 +27,11 @@ pub enum Error {
     /// Inference failed.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// A pipeline thread panicked (a bug): which one and its message.
+    #[error(
+        "internal error: the {stage} thread panicked: {message} (outputs flushed up to this point)"
+    )]
+    Panic { stage: String, message: String },
     /// Invalid configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -878,16 +878,21 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
             if let Some((_, path)) = &log_file {
                 eprintln!("whospoke: log written to {}", path.display());
             }
-            shown?;
-            joined
+            // A dashboard that failed still lets the pipeline finish and the RTTM be written.
+            match shown {
+                Ok(_) => joined,
+                Err(e) => (Err(e.into()), joined.1),
+            }
         }
     };
     let joined = running.join();
     if let Some(r) = rttm {
         r.finish()?;
     }
-    result?;
+    // The pipeline's own failure (a lost device, a panicked thread) is the root cause of any
+    // sink or dashboard error that followed it: report it first.
     joined?;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -146,9 +146,10 @@ impl Running {
                         .map(|s| s.to_string())
                         .or_else(|| p.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "unknown panic".into());
-                    Err(Error::Inference(format!(
-                        "the {name} thread panicked: {msg}"
-                    )))
+                    Err(Error::Panic {
+                        stage: name.to_string(),
+                        message: msg,
+                    })
                 }
             };
             if let Err(e) = r {

@@ -139,6 +139,8 @@ fn load(path: &Path) -> std::result::Result<Loaded, String> {
         let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
         builder
             .with_name("whospoke")
+            // No usage telemetry from a tool that listens to meetings.
+            .with_telemetry(false)
             .build()
             .map_err(|e| e.to_string())
     });

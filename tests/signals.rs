@@ -198,3 +198,94 @@ fn sighup_finalises_and_flushes() {
 fn sigint_finalises_and_flushes() {
     interrupted_run(libc::SIGINT, "int");
 }
+
+/// SIGKILL (no chance to finalise): the `--rttm` file is still valid and holds every turn that was
+/// printed as final at least half a second before the kill (turns are appended as whole lines, one
+/// write each), and nothing that was not printed as final.
+#[test]
+fn sigkill_leaves_a_valid_rttm_with_the_final_turns() {
+    let dir = std::env::temp_dir().join(format!("whospoke-signals-{}-kill", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rttm: PathBuf = dir.join("out.rttm");
+    let mut child = Command::new(BIN)
+        .args(["--no-tui", "--realtime", "--format", "jsonl", "--rttm"])
+        .arg(&rttm)
+        .arg(format!("{ROOT}/assets/demo/demo.flac"))
+        .env_remove("WHOSPOKE_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn whospoke");
+    // Read stdout line by line with arrival times, kill at 15 s.
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.push((Instant::now(), l));
+        }
+        lines
+    });
+    std::thread::sleep(Duration::from_secs(15));
+    assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+    let killed_at = Instant::now();
+    child.kill().expect("SIGKILL");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), None, "not killed by a signal: {status:?}");
+    let lines = reader.join().unwrap();
+    let key = |spk: &str, s: f64, e: f64| (spk.to_string(), s, e);
+    let same = |a: &(String, f64, f64), b: &(String, f64, f64)| {
+        a.0 == b.0 && (a.1 - b.1).abs() < 0.002 && (a.2 - b.2).abs() < 0.002
+    };
+    let mut printed = Vec::new();
+    let mut printed_early = Vec::new();
+    for (at, l) in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["type"] == "turn" && v["status"] == "final" {
+            let k = key(
+                v["speaker"].as_str().unwrap(),
+                v["start"].as_f64().unwrap(),
+                v["end"].as_f64().unwrap(),
+            );
+            if killed_at.duration_since(*at) >= Duration::from_millis(500) {
+                printed_early.push(k.clone());
+            }
+            printed.push(k);
+        }
+    }
+    assert!(
+        printed_early.len() >= 3,
+        "too few final turns before the kill: {printed_early:?}"
+    );
+    let text = std::fs::read_to_string(&rttm).expect("RTTM exists after SIGKILL");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "partial last line: {text:?}"
+    );
+    let mut in_file = Vec::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(f.len() == 10 && f[0] == "SPEAKER", "bad RTTM line {l:?}");
+        let s: f64 = f[3].parse().unwrap();
+        let d: f64 = f[4].parse().unwrap();
+        in_file.push(key(f[7], s, s + d));
+    }
+    for k in &printed_early {
+        assert!(
+            in_file.iter().any(|f| same(f, k)),
+            "final turn {k:?} missing from the RTTM:\n{text}"
+        );
+    }
+    for k in &in_file {
+        assert!(
+            printed.iter().any(|p| same(p, k)),
+            "RTTM turn {k:?} was never printed as final"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -213,3 +213,126 @@ fn twenty_minutes_faster_than_real_time_stay_flat_and_correct() {
         "label lag grows: {first:.2} s -> {last:.2} s"
     );
 }
+
+/// One voice for an hour (issue 6, "bad input": a single speaker for an hour): the speech of one
+/// dev-set speaker (ls3331 in dev_05, without the stretches where anyone else talks) repeated to
+/// an hour and streamed through stdin. The correct result: one speaker, labelled to the end.
+#[test]
+fn a_single_speaker_for_an_hour_is_one_speaker_throughout() {
+    const HOUR: f64 = 3600.0;
+    let dev = repo().join("../shared/eval/dev");
+    let t = TempDir::new("one-voice");
+    let raw = t.path("dev05.raw");
+    let st = Command::new("sox")
+        .arg(dev.join("dev_05.wav"))
+        .args([
+            "-t",
+            "raw",
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-e",
+            "signed-integer",
+        ])
+        .args(["-b", "16"])
+        .arg(&raw)
+        .status()
+        .expect("sox");
+    assert!(st.success());
+    let pcm = std::fs::read(&raw).expect("raw");
+    // ls3331's turns minus every stretch where another speaker talks.
+    let rttm = std::fs::read_to_string(dev.join("dev_05.rttm")).expect("reference");
+    let mut mine = Vec::new();
+    let mut others = Vec::new();
+    for l in rttm.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (s, d): (f64, f64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
+        if f[7] == "ls3331" {
+            mine.push((s, s + d));
+        } else {
+            others.push((s, s + d));
+        }
+    }
+    let mut voice: Vec<u8> = Vec::new();
+    for &(s, e) in &mine {
+        let mut pieces = vec![(s, e)];
+        for &(os, oe) in &others {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(a, b)| {
+                    if oe <= a || os >= b {
+                        vec![(a, b)]
+                    } else {
+                        [(a, os), (oe, b)]
+                            .into_iter()
+                            .filter(|p| p.1 - p.0 > 0.3)
+                            .collect()
+                    }
+                })
+                .collect();
+        }
+        for (a, b) in pieces {
+            let (i, j) = ((a * 16000.0) as usize * 2, (b * 16000.0) as usize * 2);
+            voice.extend_from_slice(&pcm[i.min(pcm.len())..j.min(pcm.len())]);
+        }
+    }
+    let voice_s = (voice.len() / 2) as f64 / 16000.0;
+    assert!(voice_s > 60.0, "only {voice_s:.1} s of the voice");
+    let copies = (HOUR / voice_s).ceil() as usize;
+    let total_s = voice_s * copies as f64;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whospoke"))
+        .args(["-", "--rate", "16000", "--format", "jsonl", "--no-tui"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn whospoke");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for _ in 0..copies {
+            if stdin.write_all(&voice).is_err() {
+                break;
+            }
+        }
+    });
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut speakers = Vec::new();
+    let mut labelled = 0.0;
+    let mut last_final_end = 0.0f64;
+    let mut end_time = None;
+    for line in out.lines().map_while(Result::ok) {
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        match v["type"].as_str() {
+            Some("turn") if v["status"] == "final" => {
+                let (s, e) = (v["start"].as_f64().unwrap(), v["end"].as_f64().unwrap());
+                labelled += e - s;
+                last_final_end = last_final_end.max(e);
+            }
+            Some("end") => {
+                end_time = v["time"].as_f64();
+                speakers = v["speakers"].as_array().unwrap().clone();
+            }
+            _ => {}
+        }
+    }
+    feeder.join().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let end_time = end_time.expect("an end event");
+    assert!(
+        (end_time - total_s).abs() < 0.05,
+        "end {end_time} vs {total_s}"
+    );
+    assert_eq!(speakers.len(), 1, "speakers: {speakers:?}");
+    assert!(
+        last_final_end > total_s - 2.0,
+        "labels stop at {last_final_end}"
+    );
+    // The clip is all speech (short pauses between the cut pieces aside).
+    assert!(
+        labelled > 0.85 * total_s,
+        "only {labelled:.0} s of {total_s:.0} s labelled"
+    );
+}

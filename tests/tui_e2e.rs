@@ -154,3 +154,76 @@ fn dashboard_shows_speakers_renames_and_quits_cleanly() {
     drop(mic);
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// A panic in a pipeline thread while the dashboard is up: the dashboard closes by itself, the
+/// terminal is restored, the error is printed, the exit status is 1 and the RTTM holds the turns
+/// made final before the panic.
+#[test]
+fn dashboard_restores_the_terminal_when_a_worker_panics() {
+    let tmp = TempDir::new("tui-panic");
+    let exit_file = tmp.path("exit");
+    let err_file = tmp.path("stderr");
+    let rttm = tmp.path("out.rttm");
+    let tmux = Tmux {
+        socket: format!("whospoke-e2e-panic-{}", std::process::id()),
+    };
+    let cmd = format!(
+        "{} {} --realtime --tui --rttm {} 2> {}; echo EXIT=$? > {}; stty -a > {}.stty; sleep 60",
+        env!("CARGO_BIN_EXE_whospoke"),
+        repo().join("assets/demo/demo.flac").display(),
+        rttm.display(),
+        err_file.display(),
+        exit_file.display(),
+        exit_file.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "dash",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-e",
+        "WHOSPOKE_FAULT=panic:turns@12",
+        "-e",
+        &format!("XDG_STATE_HOME={}", tmp.0.display()),
+        &cmd,
+    ]);
+    let screen = tmux.wait_for(Duration::from_secs(20), |s| s.contains("Speaker track"));
+    assert!(screen.contains("Speaker track"), "no dashboard:\n{screen}");
+    let t0 = Instant::now();
+    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let exit = std::fs::read_to_string(&exit_file)
+        .unwrap_or_else(|_| panic!("whospoke did not exit:\n{}", tmux.screen()));
+    assert_eq!(exit.trim(), "EXIT=1");
+    let stty = std::fs::read_to_string(format!("{}.stty", exit_file.display())).unwrap();
+    assert!(
+        stty.contains(" icanon") && stty.contains(" echo"),
+        "terminal not restored: {stty}"
+    );
+    let screen = tmux.screen();
+    assert!(
+        !screen.contains("Speaker track"),
+        "dashboard left on screen:\n{screen}"
+    );
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(
+        err.contains("whospoke: error: internal error: the turns thread panicked"),
+        "{err}"
+    );
+    // Turns made final before the panic (12 s of stream) are in the RTTM, whole lines.
+    let r = std::fs::read_to_string(&rttm).unwrap();
+    let lines: Vec<&str> = r.lines().collect();
+    assert!(!lines.is_empty(), "empty RTTM");
+    for l in &lines {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert!(f.len() == 10 && f[0] == "SPEAKER", "bad RTTM line {l:?}");
+        let end: f64 = f[3].parse::<f64>().unwrap() + f[4].parse::<f64>().unwrap();
+        assert!(end <= 12.5, "turn after the panic: {l}");
+    }
+}
