@@ -484,8 +484,7 @@ if crit:
             per_s, note = ns, ""
         P(f"| `{n}` | {fmt_t(ns)} | {fmt_t(per_s)}{note} | {share(per_s, wall_per_s)} |")
     P("")
-    P("`cluster_assign` is part of `turns_tracker` (the turn tracker calls the clusterer). Not benchmarked yet: the")
-    P("segmentation window (no segmentation stage exists yet).")
+    P("`cluster_assign` is part of `turns_tracker` (the turn tracker calls the clusterer).")
 else:
     P(f"Criterion did not produce results; see `{W('criterion.err')}`.")
 P("")
