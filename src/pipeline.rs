@@ -828,6 +828,39 @@ fn vad_thread(
     result
 }
 
+/// Busy time of one compute thread per second of audio, reported as `Analysis::Load` about once a
+/// second of audio.
+struct LoadMeter {
+    stage: Stage,
+    /// 16 kHz samples handled since the last report.
+    audio: u64,
+    busy: Duration,
+}
+
+impl LoadMeter {
+    fn new(stage: Stage) -> Self {
+        Self {
+            stage,
+            audio: 0,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Adds `busy` time; reports once a second of audio has been handled.
+    fn add(&mut self, busy: Duration, tx: &Sender<Analysis>) {
+        self.busy += busy;
+        if self.audio >= SAMPLE_RATE as u64 {
+            let _ = tx.send(Analysis::Load {
+                stage: self.stage,
+                audio: self.audio as f64 / SAMPLE_RATE as f64,
+                busy: self.busy.as_secs_f64(),
+            });
+            self.audio = 0;
+            self.busy = Duration::ZERO;
+        }
+    }
+}
+
 /// Runs segmentation-3.0 over the stream between the VAD and analysis stages, on its own thread so
 /// that it overlaps with the embedding model on another core. Each frame's segmentation results
 /// (if it completes a window) are sent to the turn stage *before* the frame is passed on, so the
@@ -846,8 +879,7 @@ fn segmentation_thread(
 ) -> Result<()> {
     let mut frames = vec![VadFrame::default(); 32];
     let never = AtomicBool::new(false);
-    let mut busy = Duration::ZERO;
-    let mut audio_since: u64 = 0;
+    let mut load = LoadMeter::new(Stage::Segmentation);
     let mut result = Ok(());
     let mut failed = false;
     // `visible_at`: the end of the frame that completed the window (see `Analysis::Activity`).
@@ -883,19 +915,10 @@ fn segmentation_thread(
                         break;
                     }
                 }
-                audio_since += f.len as u64;
+                load.audio += f.len as u64;
             }
         }
-        busy += t0.elapsed();
-        if audio_since >= SAMPLE_RATE as u64 {
-            let _ = tx.send(Analysis::Load {
-                stage: Stage::Segmentation,
-                audio: audio_since as f64 / SAMPLE_RATE as f64,
-                busy: busy.as_secs_f64(),
-            });
-            audio_since = 0;
-            busy = Duration::ZERO;
-        }
+        load.add(t0.elapsed(), &tx);
         ring::push_all_blocking(&mut prod, &frames[..n], sig_out, &never);
     }
     if !failed {
@@ -925,8 +948,7 @@ fn analysis_thread(
     let mut frames = vec![VadFrame::default(); 32];
     let mut end: u64 = 0;
     let mut dropped_total: u64 = 0;
-    let mut busy = Duration::ZERO;
-    let mut audio_since: u64 = 0;
+    let mut load = LoadMeter::new(Stage::Embedding);
     let mut result = Ok(());
     let mut embed = |tracker: &mut FeatureTracker, span| -> Result<Option<Analysis>> {
         let (feats, trusted) = tracker.features(span)?;
@@ -971,7 +993,7 @@ fn analysis_thread(
                 break 'outer;
             }
             end = f.end();
-            audio_since += f.len as u64;
+            load.audio += f.len as u64;
             if let Some(span) = tracker.push(f.start, f.audio(), f.speech) {
                 match embed(&mut tracker, span) {
                     Ok(Some(m)) => {
@@ -987,16 +1009,7 @@ fn analysis_thread(
                 }
             }
         }
-        busy += t0.elapsed();
-        if audio_since >= SAMPLE_RATE as u64 {
-            let _ = tx.send(Analysis::Load {
-                stage: Stage::Embedding,
-                audio: audio_since as f64 / SAMPLE_RATE as f64,
-                busy: busy.as_secs_f64(),
-            });
-            audio_since = 0;
-            busy = Duration::ZERO;
-        }
+        load.add(t0.elapsed(), &tx);
     }
     if result.is_ok() {
         if let Some(span) = tracker.finish(end) {

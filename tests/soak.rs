@@ -24,18 +24,10 @@ fn rss_mb(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    assert!(!v.is_empty());
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-#[test]
-fn twenty_minutes_faster_than_real_time_stay_flat_and_correct() {
-    let t = TempDir::new("soak");
-    let raw = t.path("demo.raw");
+/// `audio` as 16 kHz mono s16le (sox), written to `raw` and returned.
+fn raw_16k(audio: &std::path::Path, raw: &std::path::Path) -> Vec<u8> {
     let st = Command::new("sox")
-        .arg(repo().join("assets/demo/demo.flac"))
+        .arg(audio)
         .args([
             "-t",
             "raw",
@@ -48,11 +40,24 @@ fn twenty_minutes_faster_than_real_time_stay_flat_and_correct() {
             "-b",
             "16",
         ])
-        .arg(&raw)
+        .arg(raw)
         .status()
         .expect("sox");
-    assert!(st.success());
-    let one = std::fs::read(&raw).expect("raw demo");
+    assert!(st.success(), "sox failed on {}", audio.display());
+    std::fs::read(raw).expect("raw audio")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    assert!(!v.is_empty());
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[test]
+fn twenty_minutes_faster_than_real_time_stay_flat_and_correct() {
+    let t = TempDir::new("soak");
+    let raw = t.path("demo.raw");
+    let one = raw_16k(&repo().join("assets/demo/demo.flac"), &raw);
     let copy_s = (one.len() / 2) as f64 / 16000.0;
     let total_s = copy_s * COPIES as f64;
 
@@ -223,24 +228,7 @@ fn a_single_speaker_for_an_hour_is_one_speaker_throughout() {
     let dev = repo().join("../shared/eval/dev");
     let t = TempDir::new("one-voice");
     let raw = t.path("dev05.raw");
-    let st = Command::new("sox")
-        .arg(dev.join("dev_05.wav"))
-        .args([
-            "-t",
-            "raw",
-            "-r",
-            "16000",
-            "-c",
-            "1",
-            "-e",
-            "signed-integer",
-        ])
-        .args(["-b", "16"])
-        .arg(&raw)
-        .status()
-        .expect("sox");
-    assert!(st.success());
-    let pcm = std::fs::read(&raw).expect("raw");
+    let pcm = raw_16k(&dev.join("dev_05.wav"), &raw);
     // ls3331's turns minus every stretch where another speaker talks.
     let rttm = std::fs::read_to_string(dev.join("dev_05.rttm")).expect("reference");
     let mut mine = Vec::new();

@@ -50,6 +50,31 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Waits for the command to write `want` into `exit_file` (its `echo EXIT=$?`), then checks that
+    /// the terminal is back in cooked mode (its `stty -a`) and the dashboard is gone.
+    fn expect_exit(&self, exit_file: &std::path::Path, timeout: Duration, want: &str) {
+        let t0 = Instant::now();
+        while !exit_file.exists() && t0.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let exit = std::fs::read_to_string(exit_file)
+            .unwrap_or_else(|_| panic!("whospoke did not exit:\n{}", self.screen()));
+        assert_eq!(exit.trim(), want);
+        let stty = std::fs::read_to_string(format!("{}.stty", exit_file.display())).unwrap();
+        assert!(
+            stty.contains(" icanon") && stty.contains(" echo"),
+            "terminal not restored: {stty}"
+        );
+        let screen = self.screen();
+        assert!(
+            !screen.contains("Speaker track"),
+            "dashboard left on screen:\n{screen}"
+        );
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
@@ -131,23 +156,7 @@ fn dashboard_shows_speakers_renames_and_quits_cleanly() {
 
     // q quits: exit status 0, terminal restored (cooked mode, dashboard gone).
     tmux.keys(&["q"]);
-    let t0 = Instant::now();
-    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let exit = std::fs::read_to_string(&exit_file).expect("whospoke exited");
-    assert_eq!(exit.trim(), "EXIT=0");
-    let stty = std::fs::read_to_string(format!("{}.stty", exit_file.display())).unwrap();
-    assert!(
-        stty.contains(" icanon") && stty.contains(" echo"),
-        "terminal not restored: {stty}"
-    );
-    let screen = tmux.screen();
-    assert!(
-        !screen.contains("Speaker track"),
-        "dashboard left on screen:\n{screen}"
-    );
+    tmux.expect_exit(&exit_file, Duration::from_secs(15), "EXIT=0");
     // The RTTM written on quit uses the new name.
     let r = std::fs::read_to_string(&rttm).unwrap();
     assert!(r.contains(" Alice "), "{r}");
@@ -193,24 +202,7 @@ fn dashboard_restores_the_terminal_when_a_worker_panics() {
     ]);
     let screen = tmux.wait_for(Duration::from_secs(20), |s| s.contains("Speaker track"));
     assert!(screen.contains("Speaker track"), "no dashboard:\n{screen}");
-    let t0 = Instant::now();
-    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let exit = std::fs::read_to_string(&exit_file)
-        .unwrap_or_else(|_| panic!("whospoke did not exit:\n{}", tmux.screen()));
-    assert_eq!(exit.trim(), "EXIT=1");
-    let stty = std::fs::read_to_string(format!("{}.stty", exit_file.display())).unwrap();
-    assert!(
-        stty.contains(" icanon") && stty.contains(" echo"),
-        "terminal not restored: {stty}"
-    );
-    let screen = tmux.screen();
-    assert!(
-        !screen.contains("Speaker track"),
-        "dashboard left on screen:\n{screen}"
-    );
+    tmux.expect_exit(&exit_file, Duration::from_secs(30), "EXIT=1");
     let err = std::fs::read_to_string(&err_file).unwrap();
     assert!(
         err.contains("whospoke: error: internal error: the turns thread panicked"),
