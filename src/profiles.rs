@@ -491,10 +491,23 @@ pub fn enroll(
             cfg.min_speech
         )));
     }
-    let (centroid, mean, p10) = robust_centroid(&units, cfg.drop_fraction)
-        .ok_or_else(|| Error::Inference("enrollment produced no usable embedding".into()))?;
+    let sources = sources.iter().map(|s| s.label.clone()).collect();
+    new_profile(name, &units, speech_seconds, sources, cfg.drop_fraction)
+        .ok_or_else(|| Error::Inference("enrollment produced no usable embedding".into()))
+}
+
+/// A fresh profile from unit window embeddings (robust centroid and its self-similarity), or None
+/// if no embedding is usable.
+fn new_profile(
+    name: &str,
+    units: &[Vec<f32>],
+    speech_seconds: f64,
+    sources: Vec<String>,
+    drop_fraction: f64,
+) -> Option<Profile> {
+    let (centroid, mean, p10) = robust_centroid(units, drop_fraction)?;
     let now = utc_now();
-    Ok(Profile {
+    Some(Profile {
         format: FORMAT.into(),
         version: VERSION,
         name: name.to_string(),
@@ -505,7 +518,7 @@ pub fn enroll(
         windows: units.len(),
         self_similarity_mean: mean,
         self_similarity_p10: p10,
-        sources: sources.iter().map(|s| s.label.clone()).collect(),
+        sources,
     })
 }
 
@@ -537,22 +550,14 @@ pub fn profile_from_windows(
             normalize(&mut u).then_some(u)
         })
         .collect();
-    let (centroid, mean, p10) = robust_centroid(&units, EnrollConfig::default().drop_fraction)
-        .ok_or_else(|| Error::Inference("no usable embedding to build a profile from".into()))?;
-    let now = utc_now();
-    Ok(Profile {
-        format: FORMAT.into(),
-        version: VERSION,
-        name: name.to_string(),
-        created: now.clone(),
-        updated: now,
+    new_profile(
+        name,
+        &units,
         speech_seconds,
-        centroid,
-        windows: units.len(),
-        self_similarity_mean: mean,
-        self_similarity_p10: p10,
-        sources: vec![source.to_string()],
-    })
+        vec![source.to_string()],
+        EnrollConfig::default().drop_fraction,
+    )
+    .ok_or_else(|| Error::Inference("no usable embedding to build a profile from".into()))
 }
 
 /// Saves `new` in `store`, added to the profile of the same name if there is one (like `whospoke
