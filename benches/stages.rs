@@ -440,6 +440,24 @@ fn stages(c: &mut Criterion) {
                         black_box(emb.embed(next()).expect("embed"))
                     })
                 });
+                if threads == 1 {
+                    // Four windows of one length in one call, as the analysis thread batches them when it has a
+                    // backlog (file mode): the median is per call, so per window = median / 4.
+                    let full: Vec<ArrayView2<f32>> = windows
+                        .iter()
+                        .filter(|w| w.nrows() == windows[0].nrows())
+                        .copied()
+                        .collect();
+                    if full.len() >= 4 {
+                        let mut bi = 0usize;
+                        g.bench_function("embed_campplus/batch4_windows_1.5s", |b| {
+                            b.iter(|| {
+                                bi = (bi + 4) % (full.len() - 3);
+                                black_box(emb.embed_batch(&full[bi..bi + 4]).expect("embed"))
+                            })
+                        });
+                    }
+                }
                 g.sample_size(100);
             }
         }

@@ -28,6 +28,8 @@ pub struct Embedder {
     weights: Vec<f32>,
     /// Per-bin mean accumulator.
     mean: Vec<f64>,
+    /// Mean-normalised features of a batch, row-major [N, T, 80]; reused.
+    batch: Vec<f32>,
 }
 
 impl Embedder {
@@ -70,6 +72,7 @@ impl Embedder {
             feats: Vec::new(),
             weights: Vec::new(),
             mean: vec![0.0; NUM_BINS],
+            batch: Vec::new(),
         })
     }
 
@@ -127,6 +130,46 @@ impl Embedder {
         self.run(t)
     }
 
+    /// Embeds several windows of the same length in one model call: `windows[i]` is a raw fbank [T, 80], every
+    /// one with the same T (>= 10). Each result is bit-for-bit what [`Embedder::embed`] returns for that window
+    /// alone (the model treats the items of a batch independently; `tests/embedding_parity.rs` checks it), so
+    /// batching never changes a label; it saves about a fifth of the CPU time per window at 4 windows a call.
+    pub fn embed_batch(&mut self, windows: &[ArrayView2<f32>]) -> Result<Vec<Vec<f32>>> {
+        let Some(first) = windows.first() else {
+            return Ok(Vec::new());
+        };
+        if windows.len() == 1 || self.weighted {
+            return windows.iter().map(|w| self.embed(*w)).collect();
+        }
+        let t = first.nrows();
+        if let Some(w) = windows.iter().find(|w| w.nrows() != t) {
+            return Err(Error::Inference(format!(
+                "CAM++ batch: windows of {t} and {} frames (one batch needs one length)",
+                w.nrows()
+            )));
+        }
+        let mut all = std::mem::take(&mut self.batch);
+        all.clear();
+        for w in windows {
+            self.prepare(*w)?;
+            all.extend_from_slice(&self.feats);
+        }
+        let n = windows.len();
+        let ierr = |e: ort::Error| Error::Inference(format!("CAM++: {e}"));
+        let result = (|| {
+            let feats = TensorRef::from_array_view(([n, t, NUM_BINS], &all[..])).map_err(ierr)?;
+            let outputs = self
+                .session
+                .run(ort::inputs!["feats" => feats])
+                .map_err(ierr)?;
+            let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
+            check_output(data, n)?;
+            Ok(data.chunks(EMBEDDING_DIM).map(<[f32]>::to_vec).collect())
+        })();
+        self.batch = all;
+        result
+    }
+
     /// Checks the shape and writes the mean-normalised features into `self.feats`; returns T.
     fn prepare(&mut self, fbank_raw: ArrayView2<f32>) -> Result<usize> {
         let (t, bins) = fbank_raw.dim();
@@ -175,17 +218,24 @@ impl Embedder {
                 .map_err(ierr)?
         };
         let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
-        if data.len() != EMBEDDING_DIM {
-            return Err(Error::Inference(format!(
-                "CAM++ returned {} values, expected {EMBEDDING_DIM}",
-                data.len()
-            )));
-        }
-        if data.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Inference(
-                "CAM++ returned NaN/inf (input too short or not finite?)".into(),
-            ));
-        }
+        check_output(data, 1)?;
         Ok(data.to_vec())
     }
+}
+
+/// The model's output holds `n` finite embeddings.
+fn check_output(data: &[f32], n: usize) -> Result<()> {
+    if data.len() != n * EMBEDDING_DIM {
+        return Err(Error::Inference(format!(
+            "CAM++ returned {} values, expected {}",
+            data.len(),
+            n * EMBEDDING_DIM
+        )));
+    }
+    if data.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Inference(
+            "CAM++ returned NaN/inf (input too short or not finite?)".into(),
+        ));
+    }
+    Ok(())
 }

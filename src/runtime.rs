@@ -309,6 +309,10 @@ pub fn load_session(model: &Path, threads: usize) -> Result<ort::session::Sessio
         .map_err(cfg)?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(cfg)?
+        // No per-shape memory plans: windows come in several lengths and batch sizes, and a plan per shape
+        // cost ~17 MB of arena with batched CAM++ (142 -> 125 MB peak RSS on dev_05) for no measurable speed.
+        .with_memory_pattern(false)
+        .map_err(cfg)?
         .commit_from_file(model)
         .map_err(|e| merr(format!("cannot load the model: {e}")))
 }

@@ -219,3 +219,56 @@ fn embedder_can_move_to_a_worker_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Embedder>();
 }
+
+/// The analysis thread embeds windows of one length in batches when it has a backlog (file mode). That must not
+/// change any label: each batched embedding must be bit-for-bit the single-window one, in order, for real speech
+/// of two speakers; a batch of mixed lengths is refused.
+#[test]
+fn batched_windows_equal_single_windows_bit_for_bit() {
+    let models = setup();
+    let mut emb = embedder(&models);
+    let mut windows = Vec::new();
+    for clip in CLIPS {
+        let feats = read_frames(&format!("{clip}_fbank_raw"));
+        // 1.5 s windows (148 frames, as the pipeline cuts them) every 0.3 s.
+        let mut start = 0;
+        while start + 148 <= feats.nrows() {
+            windows.push(feats.slice(s![start..start + 148, ..]).to_owned());
+            start += 30;
+        }
+    }
+    assert!(windows.len() >= 8, "{} windows", windows.len());
+    let single: Vec<Vec<f32>> = windows
+        .iter()
+        .map(|w| emb.embed(w.view()).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    for size in [2usize, 3, 4] {
+        for (k, chunk) in windows.chunks(size).enumerate() {
+            let views: Vec<_> = chunk.iter().map(|w| w.view()).collect();
+            let batched = emb.embed_batch(&views).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(batched.len(), chunk.len());
+            for (i, b) in batched.iter().enumerate() {
+                let s = &single[k * size + i];
+                assert!(
+                    b.iter().zip(s).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "batch of {size}, window {}: batched embedding differs from the single one \
+                     (cosine {})",
+                    k * size + i,
+                    cosine(b, s)
+                );
+            }
+        }
+    }
+    // Different speakers in one batch stay different (no mixing across the batch).
+    let c = cosine(&single[0], single.last().expect("windows"));
+    assert!(
+        c < 0.5,
+        "first and last window are different speakers: cosine {c}"
+    );
+    let feats = read_frames("clip0_fbank_raw");
+    let mixed = [feats.slice(s![..148, ..]), feats.slice(s![..100, ..])];
+    let err = emb
+        .embed_batch(&mixed)
+        .expect_err("mixed lengths must be refused");
+    assert!(err.to_string().contains("one length"), "{err}");
+}
