@@ -9,12 +9,14 @@
 #     detected, and of all of it), identifications applied to earlier turns like a consumer would;
 #   - unknown: share of never-enrolled speakers' speech time given an enrolled name;
 #   - delay: from each enrolled speaker's first reference turn in a file to the first event showing
-#     the name.
+#     the name;
+#   - calibration: the best-profile similarity of the never-enrolled speakers' embedding windows
+#     (from the matcher's debug log), to compare with the match threshold.
 # Targets (issue 7): >= 95 % known, <= 1 % unknown, <= 2 s delay.
 #
 # Usage: scripts/enroll-eval.sh [DEV_DIR] [-- extra whospoke run options]
 # Environment: WHOSPOKE_BIN (default target/release/whospoke); KEEP=DIR keeps the profiles and the
-# JSONL outputs in DIR.
+# JSONL outputs in DIR; ENROLL="SPEAKER:FILE ..." and TESTS="FILE ..." choose another split.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dev="${1:-$here/../shared/eval/dev}"
@@ -30,9 +32,11 @@ else
 fi
 prof="$work/profiles"
 
-# speaker:file it is enrolled from
-enroll_from=(ls1998:dev_01 ls2609:dev_00 ls3005:dev_01 ls3080:dev_03 ls533:dev_00)
-tests=(dev_06 dev_07 dev_08 dev_09 dev_10 dev_11)
+# speaker:file it is enrolled from, and the files diarized (ENROLL / TESTS override them: e.g. the
+# swapped split ENROLL="ls1998:dev_07 ls2609:dev_07 ls3005:dev_07 ls3080:dev_10 ls533:dev_08"
+# TESTS="dev_00 dev_01 dev_02 dev_03 dev_04 dev_05")
+read -r -a enroll_from <<< "${ENROLL:-ls1998:dev_01 ls2609:dev_00 ls3005:dev_01 ls3080:dev_03 ls533:dev_00}"
+read -r -a tests <<< "${TESTS:-dev_06 dev_07 dev_08 dev_09 dev_10 dev_11}"
 
 known=()
 for e in "${enroll_from[@]}"; do
@@ -42,14 +46,19 @@ for e in "${enroll_from[@]}"; do
 done
 "$bin" profiles --profiles "$prof"
 
+# The matcher's debug log gives every window's best-profile similarity (for the calibration line).
 for t in "${tests[@]}"; do
-  "$bin" "$dev/$t.wav" --no-tui --format jsonl --profiles "$prof" "$@" > "$work/$t.jsonl"
+  WHOSPOKE_LOG="${WHOSPOKE_LOG:-warn},whospoke::profiles=debug" \
+    "$bin" "$dev/$t.wav" --no-tui --format jsonl --profiles "$prof" "$@" > "$work/$t.jsonl" 2> "$work/$t.log"
 done
 
 python3 - "$dev" "$work" "${known[*]}" "${tests[@]}" <<'EOF'
-import json, sys
+import json, re, sys
 dev, work, known, tests = sys.argv[1], sys.argv[2], set(sys.argv[3].split()), sys.argv[4:]
 K = dict(tot=0, det=0, ok=0); U = dict(tot=0, named=0); delays = []
+M = dict(head=0, tail=0, inside=0, whole=0)  # known speech with no turn: where in its reference turn
+unknown_windows = []  # best-profile similarity of windows of never-enrolled speakers
+unknown_means = []  # similarity of the mean of a new voice's evidence windows, when a never-enrolled speaker's
 for t in tests:
     ref = []
     for l in open(f"{dev}/{t}.rttm"):
@@ -70,6 +79,23 @@ for t in tests:
             for x in turns.values():
                 if x[2] == a: x[2] = b
     end = max(r[1] for r in ref)
+    # A window (its last second) whose reference is one never-enrolled speaker 70 % of the time.
+    unknown_now = False
+    for l in open(f"{work}/{t}.log"):
+        l = re.sub(r"\x1b\[[0-9;]*m", "", l)
+        m = re.search(r"new voice's \d+ windows against \S+: mean similarity ([-\d.]+)", l)
+        if m and unknown_now:
+            unknown_means.append(float(m.group(1)))
+        m = re.search(r"new-voice window at ([\d.]+) s .*best \S+ ([-\d.]+)", l)
+        if not m: continue
+        te, sim = float(m.group(1)), float(m.group(2))
+        who = {}
+        for i in range(100):
+            r = [s for a, b, s in ref if a <= te - 1 + i / 100 < b]
+            if len(r) == 1: who[r[0]] = who.get(r[0], 0) + 1
+        unknown_now = bool(who) and max(who.values()) >= 70 and max(who, key=who.get) not in known
+        if unknown_now:
+            unknown_windows.append(sim)
     k = dict(tot=0, det=0, ok=0); u = dict(tot=0, named=0)
     hyp = sorted(turns.values())
     for i in range(int(end * 100)):
@@ -81,6 +107,18 @@ for t in tests:
             k["tot"] += 1; k["det"] += bool(h); k["ok"] += r[0] in h
         else:
             u["tot"] += 1; u["named"] += bool(h & known)
+    for a, b, spk in ref:
+        if spk not in known: continue
+        det = []  # per single-speaker tick of the turn: detected?
+        for i in range(int(a * 100), int(b * 100)):
+            tt = (i + 0.5) / 100
+            if a <= tt < b and sum(1 for x, y, _ in ref if x <= tt < y) == 1:
+                det.append(any(x <= tt < y for x, y, _ in hyp))
+        if det and not any(det):
+            M["whole"] += len(det); continue
+        hit = [i for i, d in enumerate(det) if d]
+        for i, d in enumerate(det):
+            if not d: M["head" if i < hit[0] else "tail" if i > hit[-1] else "inside"] += 1
     for d, s in ((K, k), (U, u)):
         for x in s: d[x] += s[x]
     ds = []
@@ -97,5 +135,12 @@ med = delays[len(delays) // 2] if delays else float("nan")
 print(f"ALL: known named {pct(K['ok'], K['det']):.1f} % of detected speech ({pct(K['ok'], K['tot']):.1f} % of all "
       f"{K['tot']/100:.0f} s); unknown given a known name {pct(U['named'], U['tot']):.2f} % of {U['tot']/100:.0f} s; "
       f"delay median {med:.2f} s, max {max(delays):.2f} s, within 2 s: {sum(d <= 2 for d in delays)}/{len(delays)}")
+print(f"known speech with no turn: {sum(M.values())/100:.1f} s: at the start of its reference turn "
+      f"{M['head']/100:.1f} s, at the end {M['tail']/100:.1f} s, inside {M['inside']/100:.1f} s, whole turns {M['whole']/100:.1f} s")
+uw = sorted(unknown_windows)
+if uw:
+    print(f"never-enrolled speakers' windows ({len(uw)}): best-profile similarity median {uw[len(uw) // 2]:.3f}, "
+          f"99th percentile {uw[int(0.99 * (len(uw) - 1))]:.3f}, max {uw[-1]:.3f} (match threshold 0.5 by default); "
+          f"means of their recent windows: {len(unknown_means)}, max {max(unknown_means, default=float('nan')):.3f}")
 print("targets: >= 95 % known, <= 1 % unknown, <= 2 s delay")
 EOF
