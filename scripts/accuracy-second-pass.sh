@@ -4,13 +4,14 @@
 # scored at collar 0 and 0.25. With PER_FILE=L, also prints the per-file tables of the refined labels
 # at latency L.
 #   scripts/accuracy-second-pass.sh [extra whospoke options]   > table.md
-# Env: LATENCIES (default "0.5 1 2 5"), DEV (default ../shared/eval/dev), PER_FILE (default 2).
+# Env: LATENCIES (default "0.5 1 2 5"), DEV (default ../shared/eval/dev), PER_FILE (default 2),
+#      WHOSPOKE (binary; default target/release/whospoke, built first).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dev=${DEV:-$repo/../shared/eval/dev}
-bin=$repo/target/release/whospoke
+bin=${WHOSPOKE:-$repo/target/release/whospoke}
 per_file=${PER_FILE:-2}
-(cd "$repo" && cargo build --release --quiet)
+[ -n "${WHOSPOKE:-}" ] || (cd "$repo" && cargo build --release --quiet)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 echo "| latency (s) | labels | DER c0 % | miss | FA | confusion | DER c0.25 % | JER c0 % | speakers right |"

@@ -67,6 +67,8 @@ pub struct Setting {
     pub speech: f32,
     /// `--overlap-threshold`
     pub overlap: f32,
+    /// `--speech-extend-max` (seconds; 0 = no extension)
+    pub extend_max: f64,
 }
 
 impl Setting {
@@ -80,14 +82,15 @@ impl Setting {
             update: c.update_threshold,
             speech: t.speech_threshold,
             overlap: t.overlap_threshold,
+            extend_max: t.extend_max,
         }
     }
 
     /// The command-line flags that select this setting.
     pub fn flags(&self) -> String {
         format!(
-            "--threshold {} --new-speaker-threshold {} --update-threshold {} --speech-threshold {} --overlap-threshold {}",
-            self.assign, self.new_speaker, self.update, self.speech, self.overlap
+            "--threshold {} --new-speaker-threshold {} --update-threshold {} --speech-threshold {} --overlap-threshold {} --speech-extend-max {}",
+            self.assign, self.new_speaker, self.update, self.speech, self.overlap, self.extend_max
         )
     }
 
@@ -103,6 +106,7 @@ impl Setting {
         let turns = TurnConfig {
             speech_threshold: self.speech,
             overlap_threshold: self.overlap,
+            extend_max: self.extend_max,
             ..base.turns.clone()
         };
         (turns, cluster)
@@ -115,16 +119,19 @@ impl Setting {
             + (self.update - d.update).abs()
             + (self.speech - d.speech).abs()
             + (self.overlap - d.overlap).abs()
+            + (self.extend_max - d.extend_max).abs() as f32
     }
 }
 
-/// The candidate grid: every combination with `new_speaker <= assign`, defaults included.
+/// The candidate grid: every combination with `new_speaker <= assign`, defaults included (864).
 pub fn grid() -> Vec<Setting> {
     let assign = [0.35f32, 0.40, 0.45, 0.50];
     let new_speaker = [0.20f32, 0.25, 0.30, 0.35];
     let update = [0.45f32, 0.55, 0.65];
     let speech = [0.4f32, 0.5, 0.6];
     let overlap = [0.2f32, 0.3, 0.4];
+    // Off, or extension by hysteresis (at `--speech-extend-threshold`) of at most 0.1 s.
+    let extend_max = [0.0f64, 0.1];
     let mut out = Vec::new();
     for &a in &assign {
         for &n in &new_speaker {
@@ -134,13 +141,16 @@ pub fn grid() -> Vec<Setting> {
             for &u in &update {
                 for &s in &speech {
                     for &o in &overlap {
-                        out.push(Setting {
-                            assign: a,
-                            new_speaker: n,
-                            update: u,
-                            speech: s,
-                            overlap: o,
-                        });
+                        for &e in &extend_max {
+                            out.push(Setting {
+                                assign: a,
+                                new_speaker: n,
+                                update: u,
+                                speech: s,
+                                overlap: o,
+                                extend_max: e,
+                            });
+                        }
                     }
                 }
             }
@@ -384,14 +394,23 @@ mod tests {
             update: 0.55,
             speech: 0.4,
             overlap: 0.3,
+            extend_max: 0.2,
         };
         let f = s.flags();
-        let v: Vec<f32> = f
+        let v: Vec<f64> = f
             .split_whitespace()
             .skip(1)
             .step_by(2)
             .map(|x| x.parse().unwrap())
             .collect();
-        assert_eq!(v, vec![0.35, 0.25, 0.55, 0.4, 0.3]);
+        assert_eq!(v.len(), 6, "{f}");
+        let want = [0.35f32, 0.25, 0.55, 0.4, 0.3];
+        assert!(
+            want.iter()
+                .zip(&v)
+                .all(|(w, x)| (*w as f64 - x).abs() < 1e-6),
+            "{f}"
+        );
+        assert_eq!(v[5], 0.2);
     }
 }

@@ -26,6 +26,10 @@ const LONG_TURN_PIECE: u64 = 100;
 /// 0.5 s of speech, the last ~3 minutes of the speaker's speech; 192 floats each).
 const VOICE_WINDOWS: usize = 360;
 
+/// Final ticks kept behind the finalisation point (2 s), so speech extension by hysteresis
+/// (`TurnConfig::extend_max`) sees the region it continues.
+const EXTEND_HISTORY: u64 = 200;
+
 /// Messages from the analysis thread to this stage.
 #[derive(Debug, Clone)]
 pub enum Analysis {
@@ -108,6 +112,12 @@ pub struct TurnConfig {
     pub speech_threshold: f32,
     /// With segmentation: overlapped speech (a second speaker) when the mean probability reaches this.
     pub overlap_threshold: f32,
+    /// With segmentation (hysteresis): a final speech region that `speech_source` opened extends
+    /// into the adjacent ticks whose speech probability still reaches this lower threshold ...
+    pub extend_threshold: f32,
+    /// ... for at most this many seconds before its first and after its last accepted tick
+    /// (0: no extension, the default; also none when `extend_threshold >= speech_threshold`).
+    pub extend_max: f64,
     /// Seconds around an overlap within which the other turn's speaker is taken as the second speaker.
     pub overlap_reach: f64,
     /// At the end of the stream, re-cluster every window of the session and announce the final turns
@@ -139,6 +149,8 @@ impl Default for TurnConfig {
             speech_source: SpeechSource::Both,
             speech_threshold: 0.5,
             overlap_threshold: 0.3,
+            extend_threshold: 0.3,
+            extend_max: 0.0,
             overlap_reach: 1.0,
             second_pass: None,
             record: None,
@@ -239,6 +251,16 @@ fn secs(samples: u64) -> f64 {
 impl TurnTracker {
     /// New tracker.
     pub fn new(cfg: TurnConfig, cluster: ClusterConfig) -> Result<Self> {
+        if !(0.0..=EXTEND_HISTORY as f64 / 100.0).contains(&cfg.extend_max)
+            || !(0.0..=1.0).contains(&cfg.extend_threshold)
+        {
+            return Err(crate::Error::Config(format!(
+                "speech extension must be 0..={} s at a probability in 0..=1, not {} s at {}",
+                EXTEND_HISTORY as f64 / 100.0,
+                cfg.extend_max,
+                cfg.extend_threshold
+            )));
+        }
         Ok(Self {
             next_status: cfg.status_interval,
             cfg,
@@ -315,8 +337,9 @@ impl TurnTracker {
     /// A trusted window that no current speaker claims but that matches a voice profile naming
     /// nobody yet (`profiles::Identifier::match_new_voice`) starts a speaker at once, named after
     /// the profile: a known voice is named from its first windows instead of after the clusterer
-    /// has gathered `new_speaker_windows` of them. Short (untrusted) windows only count as
-    /// evidence for a later trusted one.
+    /// has gathered `new_speaker_windows` of them. Short (untrusted) windows never name a voice
+    /// alone, but count towards the evidence of its first windows; the speaker starts from the
+    /// window that named it or, named from several windows, from their mean and the profile.
     fn start_known_voice(
         &mut self,
         embedding: &[f32],
@@ -330,12 +353,12 @@ impl TurnTracker {
         }
         let taken = self.user_names();
         let id = self.identity.as_mut()?;
-        let (p, sim) =
-            id.match_new_voice(&unit, secs(end), trusted, self.clusterer.centroids(), |n| {
-                taken.iter().any(|t| t == n)
-            })?;
+        let m = id.match_new_voice(&unit, secs(end), trusted, self.clusterer.centroids(), |n| {
+            taken.iter().any(|t| t == n)
+        })?;
+        let (p, sim) = (m.profile, m.similarity);
         let name = id.known[p].name.clone();
-        let a = self.clusterer.start_speaker(&unit)?;
+        let a = self.clusterer.start_speaker(&m.seed)?;
         let _ = self.name(a.speaker);
         tracing::info!(
             "new voice recognised as {name} from its first windows (similarity {sim:.3})"
@@ -832,12 +855,70 @@ impl TurnTracker {
         best.map(|(i, _, _)| i)
     }
 
+    /// Final speech for ticks [from, to): the ticks `speech_source` accepts (the core), extended by
+    /// hysteresis into adjacent ticks whose segmentation speech probability reaches
+    /// `extend_threshold`, at most `extend_max` before the first or after the last core tick of a
+    /// region (a stretch of such ticks touching no core tick stays silence).
+    /// Context on both sides (kept history before `from`, ticks after `to` whose segmentation has
+    /// arrived) lets a region extend across the edges of the range.
+    fn final_speech(&self, from: u64, to: u64) -> Vec<bool> {
+        let ext =
+            (self.cfg.extend_max.max(0.0) * (SAMPLE_RATE / TICK as u32) as f64).round() as u64;
+        let core: Vec<bool> = (from..to).map(|t| self.is_speech(t, true)).collect();
+        if ext == 0 || self.cfg.extend_threshold >= self.cfg.speech_threshold {
+            return core;
+        }
+        let stored = self.first_tick + self.speech.len() as u64;
+        let lo = from.saturating_sub(ext).max(self.first_tick).min(from);
+        let hi = (to + ext).min(stored).max(to);
+        // 0: neither, 1: may extend a region, 2: core.
+        let kind: Vec<u8> = (lo..hi)
+            .map(|t| {
+                if t >= from && t < to {
+                    if core[(t - from) as usize] {
+                        return 2;
+                    }
+                } else if self.is_speech(t, true) {
+                    return 2;
+                }
+                let idx = (t - self.first_tick) as usize;
+                match self.seg.get(idx) {
+                    Some(Some((p, _))) => u8::from(*p >= self.cfg.extend_threshold),
+                    _ => 0,
+                }
+            })
+            .collect();
+        // Distance (ticks) to the nearest core tick through extendable ticks, forwards and backwards.
+        let step = |d: Option<u64>, k: u8| match k {
+            2 => Some(0),
+            1 => d.map(|x| x + 1),
+            _ => None,
+        };
+        let mut near = vec![u64::MAX; kind.len()];
+        let mut d: Option<u64> = None;
+        for (n, &k) in near.iter_mut().zip(&kind) {
+            d = step(d, k);
+            *n = d.unwrap_or(u64::MAX);
+        }
+        d = None;
+        for (n, &k) in near.iter_mut().zip(&kind).rev() {
+            d = step(d, k);
+            *n = (*n).min(d.unwrap_or(u64::MAX));
+        }
+        (from..to).map(|t| near[(t - lo) as usize] <= ext).collect()
+    }
+
     /// Labelled runs over ticks [from, to).
     fn runs(&mut self, from: u64, to: u64, final_mode: bool) -> Vec<Run> {
         let mut runs: Vec<Run> = Vec::new();
         let mut conf_sum = 0.0f32;
+        let mask = final_mode.then(|| self.final_speech(from, to));
         for t in from..to {
-            if !self.is_speech(t, final_mode) {
+            let speech = match &mask {
+                Some(m) => m[(t - from) as usize],
+                None => self.is_speech(t, false),
+            };
+            if !speech {
                 continue;
             }
             let Some(wi) = self.window_for(t) else {
@@ -1207,7 +1288,8 @@ impl TurnTracker {
             }
         }
         // Forget ticks and windows behind the horizon (keep a window-length of context).
-        while self.first_tick < fu && !self.speech.is_empty() {
+        // Keep `EXTEND_HISTORY` final ticks: a region continuing past `fu` may still extend.
+        while self.first_tick + EXTEND_HISTORY < fu && !self.speech.is_empty() {
             self.speech.pop_front();
             self.seg.pop_front();
             self.first_tick += 1;
@@ -1499,5 +1581,132 @@ mod tests {
         assert!(tr.rename("S2", "Alice").is_none(), "duplicate name refused");
         assert!(tr.rename("S9", "Bob").is_none(), "unknown speaker");
         assert_eq!(tr.names()[0], "Alice");
+    }
+
+    /// One voice: webrtc-vad says `vad_at(t)`, segmentation `p_at(t)` (overlap 0); 1.5 s windows
+    /// every 0.5 s inside VAD speech. Returns the union of the final turns as ticks.
+    fn final_speech_ticks(
+        cfg: TurnConfig,
+        secs: f64,
+        vad_at: impl Fn(f64) -> bool,
+        p_at: impl Fn(f64) -> f32,
+    ) -> Vec<bool> {
+        let mut tr = TurnTracker::new(
+            TurnConfig {
+                status_interval: 0.0,
+                ..cfg
+            },
+            ClusterConfig::default(),
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let frame = 480u64;
+        let n = (secs * 16000.0) as u64 / frame;
+        let mut region_start: Option<u64> = None;
+        for k in 0..n {
+            let (s, e) = (k * frame, (k + 1) * frame);
+            let speech = vad_at(s as f64 / 16000.0);
+            let first_tick = s / TICK;
+            let values = (first_tick..e / TICK)
+                .map(|tk| (p_at((tk * TICK) as f64 / 16000.0), 0.0))
+                .collect();
+            tr.process(
+                Analysis::Activity {
+                    first_tick,
+                    values,
+                    visible_at: e,
+                },
+                &mut out,
+            );
+            tr.process(
+                Analysis::Frame {
+                    start: s,
+                    end: e,
+                    speech,
+                    power: 0.01,
+                    arrived: None,
+                },
+                &mut out,
+            );
+            region_start = if speech {
+                region_start.or(Some(s))
+            } else {
+                None
+            };
+            if e % 8000 < frame && speech {
+                let ws = e.saturating_sub(24000).max(region_start.unwrap_or(0));
+                tr.process(
+                    Analysis::Window {
+                        start: ws,
+                        end: e,
+                        embedding: unit(0),
+                        trusted: true,
+                    },
+                    &mut out,
+                );
+            }
+        }
+        tr.process(Analysis::End { at: n * frame }, &mut out);
+        let mut ticks = vec![false; (secs * 100.0) as usize];
+        for f in finals(&out) {
+            let (a, b) = (
+                (f.start * 100.0).round() as usize,
+                (f.end * 100.0).round() as usize,
+            );
+            for x in ticks.iter_mut().take(b).skip(a) {
+                *x = true;
+            }
+        }
+        ticks
+    }
+
+    #[test]
+    fn speech_extends_by_hysteresis_only_next_to_agreed_speech_and_only_so_far() {
+        // webrtc-vad hears 0.9-4.5 s; segmentation is sure (0.9) in 1.5-3.5 s, doubtful (0.35) in
+        // 1.2-1.5 s and 3.5-4.2 s, and also doubtful in 5.0-5.5 s, where webrtc-vad hears nothing.
+        let vad = |t: f64| (0.9..4.5).contains(&t);
+        let p = |t: f64| {
+            if (1.5..3.5).contains(&t) {
+                0.9
+            } else if (1.2..1.5).contains(&t) || (3.5..4.2).contains(&t) || (5.0..5.5).contains(&t)
+            {
+                0.35
+            } else {
+                0.05
+            }
+        };
+        let spans = |m: &[bool]| {
+            let mut v = Vec::new();
+            for (i, &x) in m.iter().enumerate() {
+                if x && (i == 0 || !m[i - 1]) {
+                    v.push((i, i));
+                }
+                if let (true, Some(last)) = (x, v.last_mut()) {
+                    last.1 = i + 1;
+                }
+            }
+            v
+        };
+        // Without extension (the default thresholds alone): where both agree.
+        let plain = final_speech_ticks(TurnConfig::default(), 6.0, vad, p);
+        assert_eq!(spans(&plain), vec![(150, 350)]);
+        // Hysteresis: the region opens where both agree, then extends through the doubtful ticks
+        // before it (0.3 s) and after it, at most 0.5 s; the doubtful 5.0-5.5 s stays silence.
+        let cfg = TurnConfig {
+            extend_threshold: 0.3,
+            extend_max: 0.5,
+            ..TurnConfig::default()
+        };
+        let ext = final_speech_ticks(cfg.clone(), 6.0, vad, p);
+        assert_eq!(spans(&ext), vec![(120, 400)]);
+        // A threshold above the doubtful probability extends nothing.
+        let high = TurnConfig {
+            extend_threshold: 0.4,
+            ..cfg
+        };
+        assert_eq!(
+            spans(&final_speech_ticks(high, 6.0, vad, p)),
+            vec![(150, 350)]
+        );
     }
 }

@@ -126,3 +126,67 @@ fn tune_recommends_flags_that_reproduce_their_der_and_beat_or_match_the_defaults
         "tune printed {recommended} %, the runs score {der} %\n{stdout}"
     );
 }
+
+/// Speech coverage (any speaker) of segments on the 10 ms grid, over `secs` seconds.
+fn coverage(segs: &[whospoke::eval::Segment], secs: f64) -> Vec<bool> {
+    let mut m = vec![false; (secs * 100.0).ceil() as usize];
+    for s in segs {
+        let (a, b) = (
+            (s.start * 100.0).round() as usize,
+            (s.end * 100.0).round() as usize,
+        );
+        for x in m.iter_mut().take(b).skip(a) {
+            *x = true;
+        }
+    }
+    m
+}
+
+#[test]
+fn speech_extension_only_widens_agreed_regions_and_recovers_missed_speech_on_the_demo() {
+    use whospoke::tune;
+    let lib = whospoke::runtime::init_onnxruntime().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("ONNX Runtime: {}", lib.display());
+    let models = whospoke::runtime::locate_models(None).unwrap_or_else(|e| panic!("{e}"));
+    let demo = common::repo().join("assets/demo");
+    let base = whospoke::pipeline::Config::default();
+    let msgs = tune::record(&demo.join("demo.flac"), &base, &models).expect("analyse the demo");
+    let plain = tune::replay(&msgs, &base.turns, &base.cluster).expect("replay");
+    let ext_cfg = whospoke::turns::TurnConfig {
+        extend_max: 0.1,
+        ..base.turns.clone()
+    };
+    let ext = tune::replay(&msgs, &ext_cfg, &base.cluster).expect("replay");
+    let secs = 67.0;
+    let (p, e) = (coverage(&plain, secs), coverage(&ext, secs));
+    // Everything the defaults call speech stays speech.
+    let lost = p.iter().zip(&e).filter(|(a, b)| **a && !**b).count();
+    assert_eq!(lost, 0, "ticks of default speech lost by extension");
+    // Every added tick lies within 0.1 s of default speech.
+    let added: Vec<usize> = (0..e.len()).filter(|&i| e[i] && !p[i]).collect();
+    assert!(added.len() >= 50, "only {} ticks added", added.len());
+    for &i in &added {
+        let near = (i.saturating_sub(10)..=(i + 10).min(p.len() - 1)).any(|j| p[j]);
+        assert!(near, "tick {i} added more than 0.1 s from default speech");
+    }
+    // Scored against the demo's reference: less missed speech.
+    let reference = whospoke::eval::read_rttm(demo.join("demo.rttm")).expect("demo.rttm");
+    let uri = reference.keys().next().cloned().expect("a uri");
+    let score = |segs: Vec<whospoke::eval::Segment>| {
+        let mut hyp = whospoke::eval::Rttm::new();
+        hyp.insert(uri.clone(), segs);
+        let opts = whospoke::eval::EvalOptions {
+            collar: 0.0,
+            skip_overlap: false,
+            audio_dir: None,
+            durations: None,
+        };
+        whospoke::eval::evaluate_segments(&reference, &hyp, &opts)
+    };
+    let (rp, re) = (score(plain), score(ext));
+    eprintln!(
+        "demo: miss {:.2} -> {:.2} s, false alarm {:.2} -> {:.2} s",
+        rp.miss, re.miss, rp.false_alarm, re.false_alarm
+    );
+    assert!(re.miss < rp.miss - 0.5, "miss {} -> {}", rp.miss, re.miss);
+}
