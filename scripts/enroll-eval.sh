@@ -11,7 +11,8 @@
 #   - delay: from each enrolled speaker's first reference turn in a file to the first event showing
 #     the name;
 #   - calibration: the best-profile similarity of the never-enrolled speakers' embedding windows
-#     (from the matcher's debug log), to compare with the match threshold.
+#     (from the matcher's debug log), to compare with the match threshold;
+#   - DER (collar 0 and 0.25) of the runs with the profiles loaded, from their final turns.
 # Targets (issue 7): >= 95 % known, <= 1 % unknown, <= 2 s delay.
 #
 # Usage: scripts/enroll-eval.sh [DEV_DIR] [-- extra whospoke run options]
@@ -52,6 +53,9 @@ for t in "${tests[@]}"; do
     "$bin" "$dev/$t.wav" --no-tui --format jsonl --profiles "$prof" "$@" > "$work/$t.jsonl" 2> "$work/$t.log"
 done
 
+mkdir -p "$work/hyp" "$work/ref"
+rm -f "$work"/hyp/*.rttm "$work"/ref/*.rttm
+for t in "${tests[@]}"; do cp "$dev/$t.rttm" "$work/ref/"; done
 python3 - "$dev" "$work" "${known[*]}" "${tests[@]}" <<'EOF'
 import json, re, sys
 dev, work, known, tests = sys.argv[1], sys.argv[2], set(sys.argv[3].split()), sys.argv[4:]
@@ -98,6 +102,9 @@ for t in tests:
             unknown_windows.append(sim)
     k = dict(tot=0, det=0, ok=0); u = dict(tot=0, named=0)
     hyp = sorted(turns.values())
+    with open(f"{work}/hyp/{t}.rttm", "w") as f:  # final turns under their final labels, for the DER
+        for a, b, spk in hyp:
+            f.write(f"SPEAKER {t} 1 {a:.3f} {b - a:.3f} <NA> <NA> {spk} <NA> <NA>\n")
     for i in range(int(end * 100)):
         tt = (i + 0.5) / 100
         r = [s for a, b, s in ref if a <= tt < b]
@@ -144,3 +151,7 @@ if uw:
           f"means of their recent windows: {len(unknown_means)}, max {max(unknown_means, default=float('nan')):.3f}")
 print("targets: >= 95 % known, <= 1 % unknown, <= 2 s delay")
 EOF
+# Diarization with the profiles loaded (names do not matter to the DER: speakers are mapped).
+for c in 0 0.25; do
+  "$bin" eval "$work/ref" "$work/hyp" --collar "$c" --audio-dir "$dev" | grep AGGREGATE | sed "s/^/with profiles: /"
+done

@@ -7,6 +7,13 @@
 //! labelled with its nearest speaker (tentatively). Centroids are running sums of unit embeddings,
 //! updated only by confident windows. Speaker indices are 0, 1, 2... in order of creation and never
 //! change.
+//!
+//! Known names (voice profiles, src/profiles.rs): the turn stage marks the speakers that carry a
+//! profile's name ([`OnlineClusterer::set_named`]). A far window whose nearest speaker is named is
+//! stronger evidence of a new voice, since an unknown voice must never borrow a known name: one
+//! fewer agreeing window (`new_speaker_windows` - 1, at least 1) starts a speaker, and short
+//! (untrusted) windows count as pending evidence too (a group needs one trusted window). Without
+//! profiles nothing changes.
 
 use crate::{Error, Result};
 
@@ -90,6 +97,8 @@ impl Assignment {
 struct Pending {
     time: f64,
     emb: Vec<f32>,
+    /// Long enough to be trusted (`may_update`); a speaker starts only from a group holding one.
+    trusted: bool,
 }
 
 /// The online clusterer.
@@ -102,6 +111,9 @@ pub struct OnlineClusterer {
     centroids: Vec<Vec<f32>>,
     counts: Vec<usize>,
     pending: Vec<Pending>,
+    /// Per speaker: carries a known name (a voice profile's, set by the turn stage). A far window
+    /// whose nearest speaker is named is stronger evidence of a new voice (see the module doc).
+    named: Vec<bool>,
 }
 
 /// L2-normalises in place; returns false for a zero or non-finite vector.
@@ -129,6 +141,7 @@ impl OnlineClusterer {
             centroids: Vec::new(),
             counts: Vec::new(),
             pending: Vec::new(),
+            named: Vec::new(),
         })
     }
 
@@ -145,6 +158,29 @@ impl OnlineClusterer {
     /// Windows that updated each centroid.
     pub fn counts(&self) -> &[usize] {
         &self.counts
+    }
+
+    /// Marks speaker `speaker` as carrying a known name (or not).
+    pub fn set_named(&mut self, speaker: usize, named: bool) {
+        if self.named.len() <= speaker {
+            self.named.resize(speaker + 1, false);
+        }
+        self.named[speaker] = named;
+    }
+
+    fn is_named(&self, speaker: usize) -> bool {
+        self.named.get(speaker).copied().unwrap_or(false)
+    }
+
+    /// Agreeing far windows needed to start a speaker when the nearest one is `nearest`:
+    /// `new_speaker_windows`, one fewer (at least 1) when it carries a known name, so that an
+    /// unknown voice stops borrowing a known name sooner.
+    fn windows_needed(&self, nearest: usize) -> usize {
+        if self.is_named(nearest) {
+            self.cfg.new_speaker_windows.saturating_sub(1).max(1)
+        } else {
+            self.cfg.new_speaker_windows
+        }
     }
 
     fn at_cap(&self) -> bool {
@@ -208,7 +244,16 @@ impl OnlineClusterer {
                 created: Some(s),
             });
         };
-        if sim >= self.cfg.assign_threshold || self.at_cap() || !may_update {
+        tracing::debug!(
+            "window at {time:.2} s: nearest S{} (named {}) at {sim:.3}, runner-up {second:.3}, trusted {may_update}, pending {}",
+            best + 1,
+            self.is_named(best),
+            self.pending.len()
+        );
+        // A short window far from a named nearest speaker is evidence of a new voice too (short
+        // first turns are common), so that an unknown voice stops borrowing a known name sooner.
+        let evidence = may_update || (self.is_named(best) && sim < self.cfg.new_speaker_threshold);
+        if sim >= self.cfg.assign_threshold || self.at_cap() || !evidence {
             if may_update && sim >= self.cfg.update_threshold {
                 self.update(best, &unit);
             }
@@ -226,8 +271,9 @@ impl OnlineClusterer {
             self.pending.push(Pending {
                 time,
                 emb: unit.clone(),
+                trusted: may_update,
             });
-            if let Some(group) = self.agreeing_group(&unit) {
+            if let Some(group) = self.agreeing_group(&unit, self.windows_needed(best)) {
                 // Create from the mean of the agreeing pending windows.
                 let mut mean = vec![0.0f32; unit.len()];
                 for &i in &group {
@@ -309,7 +355,7 @@ impl OnlineClusterer {
     }
 
     /// Indices of pending windows agreeing with `unit` (the newest), if there are enough.
-    fn agreeing_group(&self, unit: &[f32]) -> Option<Vec<usize>> {
+    fn agreeing_group(&self, unit: &[f32], needed: usize) -> Option<Vec<usize>> {
         let group: Vec<usize> = self
             .pending
             .iter()
@@ -317,7 +363,7 @@ impl OnlineClusterer {
             .filter(|(_, p)| dot(&p.emb, unit) >= self.cfg.assign_threshold)
             .map(|(i, _)| i)
             .collect();
-        (group.len() >= self.cfg.new_speaker_windows).then_some(group)
+        (group.len() >= needed && group.iter().any(|&i| self.pending[i].trusted)).then_some(group)
     }
 
     /// Re-assigns an embedding against the current centroids without changing anything (used when a
@@ -415,6 +461,34 @@ mod tests {
             }
         }
         assert_eq!(c.num_speakers(), 2);
+    }
+
+    #[test]
+    fn a_new_voice_next_to_named_speakers_starts_sooner() {
+        let (a, b) = (voice(1, 192), voice(2, 192));
+        // (nearest speaker named, which of b's windows are trusted) -> speakers after each window.
+        // Next to a named speaker two agreeing far windows start a speaker (three otherwise), short
+        // ones count as evidence, but a speaker never starts from short windows alone.
+        for (named, trusted, expect) in [
+            (false, [true, true, true], [1, 1, 2]),
+            (true, [true, true, true], [1, 2, 2]),
+            (true, [false, true, true], [1, 2, 2]),
+            (false, [false, true, true], [1, 1, 1]),
+            (true, [false, false, false], [1, 1, 1]),
+        ] {
+            let mut c = OnlineClusterer::new(ClusterConfig::default()).unwrap();
+            for k in 0..5 {
+                c.assign(&noisy(&a, k, 0.3), k as f64, true);
+            }
+            c.set_named(0, named);
+            let got: Vec<usize> = (0..3)
+                .map(|k| {
+                    c.assign(&noisy(&b, 50 + k as u64, 0.3), 10.0 + k as f64, trusted[k]);
+                    c.num_speakers()
+                })
+                .collect();
+            assert_eq!(got, expect, "named {named}, trusted {trusted:?}");
+        }
     }
 
     #[test]

@@ -370,6 +370,17 @@ impl TurnTracker {
         Some(a)
     }
 
+    /// Tells the clusterer which speakers carry a profile's name.
+    fn sync_named(&mut self) {
+        let Some(id) = self.identity.as_ref() else {
+            return;
+        };
+        for i in 0..self.clusterer.num_speakers() {
+            let named = id.held(i).is_some();
+            self.clusterer.set_named(i, named);
+        }
+    }
+
     /// Where "remember this voice" saves profiles (None: the default profile directory).
     pub fn set_profile_dir(&mut self, dir: Option<std::path::PathBuf>) {
         self.profile_dir = dir;
@@ -596,6 +607,7 @@ impl TurnTracker {
                 trusted,
             } => {
                 let t = secs(end);
+                self.sync_named();
                 let assigned = match self.start_known_voice(&embedding, end, trusted) {
                     Some(a) => Some(a),
                     None => self.clusterer.assign(&embedding, t, trusted),
@@ -1370,6 +1382,36 @@ impl TurnTracker {
 mod tests {
     use super::*;
 
+    /// Feeds the segmentation activity of samples [s, e) (one (speech, overlap) per tick), then the
+    /// VAD frame [s, e) with its speech flag.
+    fn feed_frame(
+        tr: &mut TurnTracker,
+        s: u64,
+        e: u64,
+        speech: bool,
+        values: Vec<(f32, f32)>,
+        out: &mut Vec<Event>,
+    ) {
+        tr.process(
+            Analysis::Activity {
+                first_tick: s / TICK,
+                values,
+                visible_at: e,
+            },
+            out,
+        );
+        tr.process(
+            Analysis::Frame {
+                start: s,
+                end: e,
+                speech,
+                power: 0.01,
+                arrived: None,
+            },
+            out,
+        );
+    }
+
     fn unit(seed: usize) -> Vec<f32> {
         // Two clearly different "voices": disjoint halves of the space.
         let mut v = vec![0.0f32; 192];
@@ -1415,24 +1457,7 @@ mod tests {
                     (sp, if overlap_at(tt) { 0.8 } else { 0.0 })
                 })
                 .collect();
-            tr.process(
-                Analysis::Activity {
-                    first_tick,
-                    values,
-                    visible_at: e,
-                },
-                &mut out,
-            );
-            tr.process(
-                Analysis::Frame {
-                    start: s,
-                    end: e,
-                    speech: who.is_some(),
-                    power: 0.01,
-                    arrived: None,
-                },
-                &mut out,
-            );
+            feed_frame(&mut tr, s, e, who.is_some(), values, &mut out);
             region_start = match (region_start, who.is_some()) {
                 (None, true) => Some(s),
                 (r, true) => r,
@@ -1610,24 +1635,7 @@ mod tests {
             let values = (first_tick..e / TICK)
                 .map(|tk| (p_at((tk * TICK) as f64 / 16000.0), 0.0))
                 .collect();
-            tr.process(
-                Analysis::Activity {
-                    first_tick,
-                    values,
-                    visible_at: e,
-                },
-                &mut out,
-            );
-            tr.process(
-                Analysis::Frame {
-                    start: s,
-                    end: e,
-                    speech,
-                    power: 0.01,
-                    arrived: None,
-                },
-                &mut out,
-            );
+            feed_frame(&mut tr, s, e, speech, values, &mut out);
             region_start = if speech {
                 region_start.or(Some(s))
             } else {

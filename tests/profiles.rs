@@ -699,6 +699,89 @@ fn remembered_voice_names_the_speaker_in_the_next_run() {
     assert!(wrong < 0.2 * walter, "{wrong:.1} s of others named Walter");
 }
 
+/// Enrolls dev-set speaker `spk` into `profiles` from their reference segments in `file` (dev_NN).
+fn enroll_from_dev(dev: &Path, profiles: &Path, spk: &str, file: &str) {
+    let out = run(&[
+        os("enroll"),
+        os(spk),
+        os("--from-session"),
+        dev.join(format!("{file}.rttm")).as_os_str(),
+        os("--speaker"),
+        os(spk),
+        os("--profiles"),
+        profiles.as_os_str(),
+        dev.join(format!("{file}.wav")).as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "enroll {spk}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs whospoke on the first `cut` seconds of dev-set `file` with `profiles`; returns stdout.
+fn run_dev_cut(
+    dev: &Path,
+    dir: &Path,
+    file: &str,
+    cut: f64,
+    format: &str,
+    profiles: &Path,
+) -> String {
+    let audio = dir.join(format!("{file}.wav"));
+    sox_trim(&dev.join(format!("{file}.wav")), 0.0, cut, &audio);
+    let out = run(&[
+        audio.as_os_str(),
+        os("--format"),
+        os(format),
+        os("--no-tui"),
+        os("--profiles"),
+        profiles.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// (start, end, speaker) of the RTTM lines in `text`.
+fn rttm_segments(text: &str) -> Vec<(f64, f64, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let s: f64 = f.get(3)?.parse().ok()?;
+            let d: f64 = f.get(4)?.parse().ok()?;
+            Some((s, s + d, f.get(7)?.to_string()))
+        })
+        .collect()
+}
+
+/// The reference segments of dev-set `file` starting before `cut`.
+fn dev_reference(dev: &Path, file: &str, cut: f64) -> Vec<(f64, f64, String)> {
+    let path = dev.join(format!("{file}.rttm"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    rttm_segments(&text)
+        .into_iter()
+        .filter(|r| r.0 < cut)
+        .collect()
+}
+
+/// The 10 ms ticks before `cut` where exactly one reference speaker speaks: (tick centre, speaker).
+fn single_speaker_ticks(refs: &[(f64, f64, String)], cut: f64) -> Vec<(f64, &str)> {
+    (0..(cut * 100.0) as usize)
+        .filter_map(|k| {
+            let t = (k as f64 + 0.5) / 100.0;
+            let mut r = refs.iter().filter(|(s, e, _)| *s <= t && t < *e);
+            match (r.next(), r.next()) {
+                (Some(one), None) => Some((t, one.2.as_str())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// A known voice whose first turns are short (issue 7: the name within 2 s of the speaker's first
 /// turn). In dev_06, ls533 first speaks at 12.96 s for 1.2 s, then at 14.84 s for 1.1 s: too short
 /// for a trusted window (1 s of speech or more) before 15.8 s, so no single window may name the
@@ -711,52 +794,14 @@ fn a_known_voice_with_short_first_turns_is_named_from_its_first_windows() {
     let dev = common::repo().join("../shared/eval/dev");
     let dir = tmpdir("short-turns");
     let profiles = dir.join("profiles");
-    let out = run(&[
-        os("enroll"),
-        os("ls533"),
-        os("--from-session"),
-        dev.join("dev_00.rttm").as_os_str(),
-        os("--speaker"),
-        os("ls533"),
-        os("--profiles"),
-        profiles.as_os_str(),
-        dev.join("dev_00.wav").as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "enroll ls533: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let audio = dir.join("dev_06.wav");
-    sox_trim(&dev.join("dev_06.wav"), 0.0, CUT, &audio);
-    let out = run(&[
-        audio.as_os_str(),
-        os("--format"),
-        os("jsonl"),
-        os("--no-tui"),
-        os("--profiles"),
-        profiles.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let refs: Vec<(f64, f64, String)> = std::fs::read_to_string(dev.join("dev_06.rttm"))
-        .expect("dev_06.rttm")
-        .lines()
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (s, d): (f64, f64) = (f[3].parse().unwrap(), f[4].parse().unwrap());
-            (s, s + d, f[7].to_string())
-        })
-        .filter(|r| r.0 < CUT)
-        .collect();
+    enroll_from_dev(&dev, &profiles, "ls533", "dev_00");
+    let stdout = run_dev_cut(&dev, &dir, "dev_06", CUT, "jsonl", &profiles);
+    let refs = dev_reference(&dev, "dev_06", CUT);
 
     // When the name first shows, and the final turns under the names they end up with.
     let mut shown = f64::INFINITY;
     let mut turns: BTreeMap<u64, (f64, f64, String)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in stdout.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let time = v["time"].as_f64().unwrap_or(0.0);
         let label = match v["type"].as_str().unwrap() {
@@ -798,17 +843,8 @@ fn a_known_voice_with_short_first_turns_is_named_from_its_first_windows() {
     // On a 10 ms grid over single-speaker reference speech: per speaker, (seconds, seconds
     // labelled ls533).
     let mut named: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    for k in 0..(CUT * 100.0) as usize {
-        let t = (k as f64 + 0.5) / 100.0;
-        let r: Vec<&str> = refs
-            .iter()
-            .filter(|(s, e, _)| *s <= t && t < *e)
-            .map(|x| x.2.as_str())
-            .collect();
-        if r.len() != 1 {
-            continue;
-        }
-        let e = named.entry(r[0]).or_default();
+    for (t, spk) in single_speaker_ticks(&refs, CUT) {
+        let e = named.entry(spk).or_default();
         e.0 += 0.01;
         if turns
             .values()
@@ -828,6 +864,60 @@ fn a_known_voice_with_short_first_turns_is_named_from_its_first_windows() {
         assert!(
             wrong <= 0.01 * spoken,
             "{wrong:.2} of {spoken:.1} s of {other} named ls533"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An unknown voice is never forced onto a known name (issue 7), also before the clusterer has
+/// made it a speaker of its own. ls2609 and ls533 are enrolled from dev_07 and dev_08; in the
+/// first 25 s of dev_00 they talk with the never-enrolled ls2414 (from 8.75 s). While every
+/// speaker so far carries a name, ls2414's first windows are far from all of them: two that agree
+/// start an unnamed speaker (three otherwise), which the final labels give their speech to. Without
+/// that, 3.1 of ls2414's 6.1 s here (8.9 to 16.7 s) were labelled ls2609/ls533.
+#[test]
+fn an_unknown_voice_gets_no_known_name_while_only_named_speakers_exist() {
+    const CUT: f64 = 25.0;
+    let dev = common::repo().join("../shared/eval/dev");
+    let dir = tmpdir("unknown-first");
+    let profiles = dir.join("profiles");
+    for (spk, file) in [("ls2609", "dev_07"), ("ls533", "dev_08")] {
+        enroll_from_dev(&dev, &profiles, spk, file);
+    }
+    let refs = dev_reference(&dev, "dev_00", CUT);
+    let hyp = rttm_segments(&run_dev_cut(&dev, &dir, "dev_00", CUT, "rttm", &profiles));
+    assert!(!hyp.is_empty(), "no turns");
+    // On a 10 ms grid over single-speaker reference speech: per speaker, (seconds, seconds with a
+    // turn under their own name, seconds with a turn under another known name).
+    let known = ["ls2609", "ls533"];
+    let mut share: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
+    for (t, spk) in single_speaker_ticks(&refs, CUT) {
+        let labels: Vec<&str> = hyp
+            .iter()
+            .filter(|(s, e, _)| *s <= t && t < *e)
+            .map(|x| x.2.as_str())
+            .collect();
+        let e = share.entry(spk).or_default();
+        e.0 += 0.01;
+        if labels.contains(&spk) {
+            e.1 += 0.01;
+        }
+        if labels.iter().any(|l| known.contains(l) && *l != spk) {
+            e.2 += 0.01;
+        }
+    }
+    println!("seconds of single-speaker speech (all, own name, another known name): {share:?}");
+    let (spoken, _, wrong) = share["ls2414"];
+    assert!(spoken > 5.0, "ls2414 speaks {spoken:.1} s");
+    assert!(
+        wrong <= 0.02 * spoken,
+        "{wrong:.2} of {spoken:.1} s of the never-enrolled ls2414 given a known name"
+    );
+    for k in known {
+        let (spoken, right, _) = share[k];
+        assert!(
+            right >= 0.8 * spoken,
+            "only {right:.1} of {spoken:.1} s of {k} named"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
