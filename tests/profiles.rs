@@ -149,20 +149,7 @@ fn known_speakers_are_named_and_the_unknown_one_is_not() {
     // Diarize the first half with the profiles.
     let first = dir.join("first.wav");
     sox_trim(&demo(), 0.0, SPLIT, &first);
-    let out = run(&[
-        first.as_os_str(),
-        os("--format"),
-        os("jsonl"),
-        os("--no-tui"),
-        os("--profiles"),
-        profiles.as_os_str(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let jsonl = String::from_utf8_lossy(&out.stdout);
+    let jsonl = run_with_profiles(&first, "jsonl", &profiles);
 
     // Final turns with the names they end up with (identifications apply to earlier turns too),
     // and when each name first appeared.
@@ -620,21 +607,9 @@ fn remembered_voice_names_the_speaker_in_the_next_run() {
     assert_eq!(listed.len(), 1);
 
     // Session 2: the other half, with the profile directory.
-    let out = run(&[
-        os(&second),
-        os("--no-tui"),
-        os("--format"),
-        os("jsonl"),
-        os("--profiles"),
-        os(&profiles),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let jsonl = run_with_profiles(Path::new(&second), "jsonl", Path::new(&profiles));
     let mut turns: BTreeMap<u64, (f64, f64, String)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in jsonl.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         match v["type"].as_str() {
             Some("turn") if v["status"] == "final" => {
@@ -719,17 +694,9 @@ fn enroll_from_dev(dev: &Path, profiles: &Path, spk: &str, file: &str) {
     );
 }
 
-/// Runs whospoke on the first `cut` seconds of dev-set `file` with `profiles`; returns stdout.
-fn run_dev_cut(
-    dev: &Path,
-    dir: &Path,
-    file: &str,
-    cut: f64,
-    format: &str,
-    profiles: &Path,
-) -> String {
-    let audio = dir.join(format!("{file}.wav"));
-    sox_trim(&dev.join(format!("{file}.wav")), 0.0, cut, &audio);
+/// Runs whospoke on `audio` with the profile directory `profiles`, output `format`; asserts success and
+/// returns stdout.
+fn run_with_profiles(audio: &Path, format: &str, profiles: &Path) -> String {
     let out = run(&[
         audio.as_os_str(),
         os("--format"),
@@ -744,6 +711,20 @@ fn run_dev_cut(
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs whospoke on the first `cut` seconds of dev-set `file` with `profiles`; returns stdout.
+fn run_dev_cut(
+    dev: &Path,
+    dir: &Path,
+    file: &str,
+    cut: f64,
+    format: &str,
+    profiles: &Path,
+) -> String {
+    let audio = dir.join(format!("{file}.wav"));
+    sox_trim(&dev.join(format!("{file}.wav")), 0.0, cut, &audio);
+    run_with_profiles(&audio, format, profiles)
 }
 
 /// (start, end, speaker) of the RTTM lines in `text`.
