@@ -9,10 +9,14 @@
 #
 #   scripts/fuzz.sh                 all targets, 60 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh decode_file
-#   make fuzz-ci                    all targets, 30 s each (part of make test)
+#   make fuzz-ci                    all targets, 30 s each, fixed seed (part of make test)
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 secs="${FUZZ_SECONDS:-60}"
+# FUZZ_SEED fixes libFuzzer's random seed (make fuzz-ci does, so CI replays the same mutations on a clean clone and a
+# red CI run means a regression, not a lucky draw). Unset: a new seed each run, for exploring.
+seed_arg=""
+[ -n "${FUZZ_SEED:-}" ] && seed_arg="-seed=${FUZZ_SEED}"
 export RUSTC_BOOTSTRAP="${RUSTC_BOOTSTRAP:-1}"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -32,7 +36,7 @@ for t in "${targets[@]}"; do
     echo "== $t: ${secs} s"
     # symphonia-metadata allocates a Vorbis comment's declared length (up to 4 GiB, lazily zeroed, never touched
     # when the file is shorter) before reading it: allow that single allocation rather than report it as an OOM.
-    if cargo fuzz run -O "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" -malloc_limit_mb=4200 -rss_limit_mb=2048 \
+    if cargo fuzz run -O "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" ${seed_arg} -malloc_limit_mb=4200 -rss_limit_mb=2048 \
         -print_final_stats=1 >"/tmp/whospoke-fuzz-$t.log" 2>&1; then
         grep -E '^(Done|stat::number_of_executed_units)' "/tmp/whospoke-fuzz-$t.log" || true
     else

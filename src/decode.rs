@@ -349,7 +349,14 @@ impl FileSource {
     /// Decodes packets until one yields samples (stored in `self.buf`); returns its frame count, 0 at the end.
     fn next_block(&mut self) -> Result<usize> {
         while !self.done {
-            let packet = match self.reader.next_packet() {
+            // symphonia's demuxers and decoders panic on some malformed streams (fuzz/decode_file found index
+            // errors in the AAC decoder). A panic ends decoding like damage does: what came before is kept.
+            let reader = &mut self.reader;
+            let Ok(next) = quiet_catch_unwind(|| reader.next_packet()) else {
+                self.decoder_gave_up("the demuxer");
+                return Ok(0);
+            };
+            let packet = match next {
                 Ok(p) => p,
                 Err(SymError::IoError(e)) if e.kind() == ErrorKind::UnexpectedEof => {
                     self.finish();
@@ -385,7 +392,15 @@ impl FileSource {
             if packet.track_id() != self.track_id {
                 continue;
             }
-            match self.decoder.decode(&packet) {
+            let decoder = &mut self.decoder;
+            let Ok(decoded) = quiet_catch_unwind(|| decoder.decode(&packet).map(|d| d.frames()))
+            else {
+                self.decoder_gave_up("the decoder");
+                return Ok(0);
+            };
+            // The buffer borrowed from the decoder cannot cross catch_unwind; fetch it again (no decoding).
+            let decoded = decoded.map(|_| self.decoder.last_decoded());
+            match decoded {
                 Ok(decoded) => {
                     self.consecutive_errors = 0;
                     let spec = *decoded.spec();
@@ -450,6 +465,17 @@ impl FileSource {
             }
         }
         Ok(0)
+    }
+
+    /// A panic inside symphonia: stop at the last good packet, warn, and count it as a decode error.
+    fn decoder_gave_up(&mut self, who: &str) {
+        self.decode_errors += 1;
+        tracing::warn!(
+            "{}: {who} failed on a malformed packet after {:.3} s; stopping there",
+            self.name,
+            self.seconds_out()
+        );
+        self.finish();
     }
 
     fn seconds_out(&self) -> f64 {
