@@ -2,12 +2,13 @@
 # The trade-off table of docs/accuracy.md: corpus DER (collar 0 and 0.25), speaker counts and the
 # dev set (speed: docs/performance.md), for each mode and latency (labels final N s behind live).
 #   scripts/accuracy-modes.sh [extra whospoke options]   > table.md
-# Env: MODES (default "vad seg"), LATENCIES (default "0.5 1 2 5"), DEV (default ../shared/eval/dev).
+# Env: MODES (default "vad seg"), LATENCIES (default "0.5 1 2 5"), DEV (default ../shared/eval/dev),
+#      WHOSPOKE (binary; default target/release/whospoke, built first).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dev=${DEV:-$repo/../shared/eval/dev}
-bin=$repo/target/release/whospoke
-(cd "$repo" && cargo build --release --quiet)
+bin=${WHOSPOKE:-$repo/target/release/whospoke}
+[ -n "${WHOSPOKE:-}" ] || (cd "$repo" && cargo build --release --quiet)
 audio=$(python3 - "$dev" <<'PY'
 import sys, glob, wave
 print(sum(wave.open(p).getnframes() / wave.open(p).getframerate() for p in glob.glob(sys.argv[1] + "/*.wav")))
@@ -20,7 +21,7 @@ for mode in ${MODES:-vad seg}; do
     out=$(mktemp -d)
     t0=$(date +%s.%N)
     for wav in "$dev"/*.wav; do
-      "$bin" "$wav" --no-tui --format rttm --mode "$mode" --latency "$lat" "$@" > "$out/$(basename "$wav" .wav).rttm"
+      "$bin" "$wav" --no-tui --no-profiles --format rttm --mode "$mode" --latency "$lat" "$@" > "$out/$(basename "$wav" .wav).rttm"
     done
     t1=$(date +%s.%N)
     "$bin" eval "$dev" "$out" --json "$out/c0.json" > /dev/null

@@ -19,7 +19,7 @@ rm -f "$out"/*.rttm
 start=$(date +%s.%N)
 for wav in "$dev"/*.wav; do
   uri=$(basename "$wav" .wav)
-  "$bin" "$wav" --format rttm --no-tui "$@" > "$out/$uri.rttm"
+  "$bin" "$wav" --format rttm --no-tui --no-profiles "$@" > "$out/$uri.rttm"
 done
 end=$(date +%s.%N)
 echo "# whospoke $* on $(ls "$dev"/*.wav | wc -l) files in $(echo "$end - $start" | bc) s"

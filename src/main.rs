@@ -223,6 +223,10 @@ struct RunArgs {
     /// Speech probability that still extends a speech region (see --speech-extend-max).
     #[arg(long, default_value_t = TurnConfig::default().extend_threshold, value_name = "P")]
     speech_extend_threshold: f32,
+    /// A pause shorter than this inside one speaker's speech does not end their turn in the final
+    /// labels (the NIST RT convention is 0.3 s; 0 = every pause the detectors hear splits the turn).
+    #[arg(long, default_value_t = TurnConfig::default().min_pause, value_name = "SECONDS")]
+    min_pause: f64,
     /// Seconds after which labels become final (labels are tentative before).
     #[arg(long, default_value_t = TurnConfig::default().final_delay, value_name = "SECONDS")]
     latency: f64,
@@ -490,18 +494,19 @@ fn tune(a: TuneArgs) -> Result<ExitCode> {
             "live final labels (stdout)"
         }
     );
-    println!("| rank | --threshold | --new-speaker-threshold | --update-threshold | --speech-threshold | --overlap-threshold | --speech-extend-max | DER % | miss % | FA % | confusion % | speakers right |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| rank | --threshold | --new-speaker-threshold | --update-threshold | --speech-threshold | --overlap-threshold | --speech-extend-max | --min-pause | DER % | miss % | FA % | confusion % | speakers right |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let row = |rank: String, s: &tune::Setting, r: &whospoke::eval::Report| {
         let t = if r.total > 0.0 { r.total } else { 1.0 };
         println!(
-            "| {rank} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{} |",
+            "| {rank} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {}/{} |",
             s.assign,
             s.new_speaker,
             s.update,
             s.speech,
             s.overlap,
             s.extend_max,
+            s.min_pause,
             100.0 * r.der,
             100.0 * r.miss / t,
             100.0 * r.false_alarm / t,
@@ -593,6 +598,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
             overlap_threshold: a.overlap_threshold,
             extend_threshold: a.speech_extend_threshold,
             extend_max: a.speech_extend_max,
+            min_pause: a.min_pause,
             second_pass: (a.second_pass || (a.rttm.is_some() && !a.no_second_pass))
                 .then(whospoke::recluster::ReclusterConfig::default),
             ..TurnConfig::default()
@@ -837,7 +843,7 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
         }
     };
     let rttm = match &a.rttm {
-        Some(p) => Some(RttmFile::create(p, &uri)?),
+        Some(p) => Some(RttmFile::create(p, &uri)?.join_pauses_below(a.min_pause)),
         None => None,
     };
     let mut cfg = config(&a, live);

@@ -221,6 +221,7 @@ pub struct RttmFile {
     uri: String,
     file: BufWriter<File>,
     turns: Vec<Turn>,
+    join_below: f64,
 }
 
 impl RttmFile {
@@ -235,7 +236,16 @@ impl RttmFile {
             uri: uri.to_string(),
             file: BufWriter::new(file),
             turns: Vec::new(),
+            join_below: 0.0,
         })
+    }
+
+    /// In the rewrite at the end, also join two turns of one speaker separated by a pause shorter
+    /// than `secs` (the run's `--min-pause`): after the second pass, neighbours that were different
+    /// speakers live may have become the same one.
+    pub fn join_pauses_below(mut self, secs: f64) -> Self {
+        self.join_below = secs.max(0.0);
+        self
     }
 
     fn err(&self, e: io::Error) -> Error {
@@ -280,14 +290,14 @@ impl RttmFile {
         self.file.flush().map_err(|e| self.err(e))?;
         let mut turns = std::mem::take(&mut self.turns);
         turns.sort_by(|a, b| a.start.total_cmp(&b.start));
-        // Consecutive pieces of one speaker's long turn (finalised piece by piece) become one line.
+        // Consecutive pieces of one speaker's long turn (finalised piece by piece) become one line,
+        // and so do one speaker's turns a pause shorter than `join_below` apart.
         let mut merged: Vec<Turn> = Vec::with_capacity(turns.len());
+        let join = self.join_below.max(1e-6);
         for t in turns {
-            let cont = merged
-                .iter_mut()
-                .rev()
-                .take(4)
-                .find(|m| m.speaker == t.speaker && (t.start - m.end).abs() < 1e-6);
+            let cont = merged.iter_mut().rev().take(4).find(|m| {
+                m.speaker == t.speaker && t.start >= m.end - 1e-6 && t.start - m.end < join
+            });
             match cont {
                 Some(m) => m.end = m.end.max(t.end),
                 None => merged.push(t),
@@ -412,6 +422,39 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].contains(" 1.000 1.000 <NA> <NA> Ann_Lee "), "{s}");
         assert!(lines[1].contains(" Ann_Lee "));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn rttm_rewrite_joins_one_speakers_turns_across_a_short_pause() {
+        let dir = std::env::temp_dir().join(format!("whospoke-rttm-join-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lines = |join: f64| {
+            let p = dir.join(format!("out-{join}.rttm"));
+            let mut f = RttmFile::create(&p, "meet")
+                .unwrap()
+                .join_pauses_below(join);
+            // S1 1-2 s; S2 2.2-3 s, which the second pass gives to S1; S1 again after 0.5 s.
+            f.write(&turn(1, "S1", 1.0, 2.0, Status::Final)).unwrap();
+            f.write(&turn(2, "S2", 2.2, 3.0, Status::Final)).unwrap();
+            f.write(&turn(3, "S1", 3.5, 4.0, Status::Final)).unwrap();
+            f.write(&Event::Relabel {
+                time: 6.0,
+                id: 2,
+                from: "S2".into(),
+                to: "S1".into(),
+                start: 2.2,
+                end: 3.0,
+            })
+            .unwrap();
+            f.finish().unwrap();
+            std::fs::read_to_string(&p).unwrap()
+        };
+        let joined = lines(0.3);
+        assert_eq!(joined.lines().count(), 2, "{joined}");
+        assert!(joined.contains(" 1.000 2.000 <NA> <NA> S1 "), "{joined}");
+        assert!(joined.contains(" 3.500 0.500 <NA> <NA> S1 "), "{joined}");
+        assert_eq!(lines(0.0).lines().count(), 3);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -87,6 +87,12 @@ impl Config {
                 self.turns.final_delay
             )));
         }
+        if !(self.turns.min_pause >= 0.0 && self.turns.min_pause <= 5.0) {
+            return Err(Error::Config(format!(
+                "minimum pause must be 0..=5 s, not {}",
+                self.turns.min_pause
+            )));
+        }
         if self.threads == 0 || self.threads > 64 {
             return Err(Error::Config(format!(
                 "threads must be 1..=64, not {}",

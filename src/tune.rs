@@ -69,6 +69,8 @@ pub struct Setting {
     pub overlap: f32,
     /// `--speech-extend-max` (seconds; 0 = no extension)
     pub extend_max: f64,
+    /// `--min-pause` (seconds; 0 = every pause splits a turn)
+    pub min_pause: f64,
 }
 
 impl Setting {
@@ -83,14 +85,15 @@ impl Setting {
             speech: t.speech_threshold,
             overlap: t.overlap_threshold,
             extend_max: t.extend_max,
+            min_pause: t.min_pause,
         }
     }
 
     /// The command-line flags that select this setting.
     pub fn flags(&self) -> String {
         format!(
-            "--threshold {} --new-speaker-threshold {} --update-threshold {} --speech-threshold {} --overlap-threshold {} --speech-extend-max {}",
-            self.assign, self.new_speaker, self.update, self.speech, self.overlap, self.extend_max
+            "--threshold {} --new-speaker-threshold {} --update-threshold {} --speech-threshold {} --overlap-threshold {} --speech-extend-max {} --min-pause {}",
+            self.assign, self.new_speaker, self.update, self.speech, self.overlap, self.extend_max, self.min_pause
         )
     }
 
@@ -107,6 +110,7 @@ impl Setting {
             speech_threshold: self.speech,
             overlap_threshold: self.overlap,
             extend_max: self.extend_max,
+            min_pause: self.min_pause,
             ..base.turns.clone()
         };
         (turns, cluster)
@@ -120,10 +124,11 @@ impl Setting {
             + (self.speech - d.speech).abs()
             + (self.overlap - d.overlap).abs()
             + (self.extend_max - d.extend_max).abs() as f32
+            + (self.min_pause - d.min_pause).abs() as f32
     }
 }
 
-/// The candidate grid: every combination with `new_speaker <= assign`, defaults included (864).
+/// The candidate grid: every combination with `new_speaker <= assign`, defaults included (1728).
 pub fn grid() -> Vec<Setting> {
     let assign = [0.35f32, 0.40, 0.45, 0.50];
     let new_speaker = [0.20f32, 0.25, 0.30, 0.35];
@@ -132,6 +137,8 @@ pub fn grid() -> Vec<Setting> {
     let overlap = [0.2f32, 0.3, 0.4];
     // Off, or extension by hysteresis (at `--speech-extend-threshold`) of at most 0.1 s.
     let extend_max = [0.0f64, 0.1];
+    // Every pause splits a turn, or one speaker's pauses under 0.3 s do not (the default).
+    let min_pause = [0.0f64, 0.3];
     let mut out = Vec::new();
     for &a in &assign {
         for &n in &new_speaker {
@@ -142,14 +149,17 @@ pub fn grid() -> Vec<Setting> {
                 for &s in &speech {
                     for &o in &overlap {
                         for &e in &extend_max {
-                            out.push(Setting {
-                                assign: a,
-                                new_speaker: n,
-                                update: u,
-                                speech: s,
-                                overlap: o,
-                                extend_max: e,
-                            });
+                            for &m in &min_pause {
+                                out.push(Setting {
+                                    assign: a,
+                                    new_speaker: n,
+                                    update: u,
+                                    speech: s,
+                                    overlap: o,
+                                    extend_max: e,
+                                    min_pause: m,
+                                });
+                            }
                         }
                     }
                 }
@@ -395,6 +405,7 @@ mod tests {
             speech: 0.4,
             overlap: 0.3,
             extend_max: 0.2,
+            min_pause: 0.25,
         };
         let f = s.flags();
         let v: Vec<f64> = f
@@ -403,7 +414,7 @@ mod tests {
             .step_by(2)
             .map(|x| x.parse().unwrap())
             .collect();
-        assert_eq!(v.len(), 6, "{f}");
+        assert_eq!(v.len(), 7, "{f}");
         let want = [0.35f32, 0.25, 0.55, 0.4, 0.3];
         assert!(
             want.iter()
@@ -412,5 +423,6 @@ mod tests {
             "{f}"
         );
         assert_eq!(v[5], 0.2);
+        assert_eq!(v[6], 0.25);
     }
 }

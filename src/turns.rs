@@ -120,6 +120,11 @@ pub struct TurnConfig {
     pub extend_max: f64,
     /// Seconds around an overlap within which the other turn's speaker is taken as the second speaker.
     pub overlap_reach: f64,
+    /// A pause shorter than this (seconds) between two final runs of the same speaker does not end
+    /// the turn: the runs are joined, pause included (the NIST RT convention counts pauses under
+    /// 0.3 s as part of a speaker's segment). The final labels look this far past the horizon to
+    /// decide; 0 = off.
+    pub min_pause: f64,
     /// At the end of the stream, re-cluster every window of the session and announce the final turns
     /// whose speaker changes by `relabel` events (the second pass, `src/recluster.rs`). Keeps every
     /// window embedding: about 0.8 kB per window, at most 2 windows per second of speech (5.8 MB
@@ -152,6 +157,7 @@ impl Default for TurnConfig {
             extend_threshold: 0.3,
             extend_max: 0.0,
             overlap_reach: 1.0,
+            min_pause: 0.3,
             second_pass: None,
             record: None,
         }
@@ -242,6 +248,26 @@ pub struct TurnTracker {
     voices: Vec<VecDeque<(u64, u64, Vec<f32>)>>,
     /// Where remembered voices are saved (None: the default profile directory).
     profile_dir: Option<std::path::PathBuf>,
+}
+
+/// Joins consecutive runs of the same speaker separated by a pause of fewer than `gap` ticks (the
+/// pause becomes part of the run; confidence is averaged over the joined runs' ticks).
+fn join_short_pauses(runs: &mut Vec<Run>, gap: u64) {
+    if gap == 0 {
+        return;
+    }
+    let mut out: Vec<Run> = Vec::with_capacity(runs.len());
+    for r in runs.drain(..) {
+        match out.last_mut() {
+            Some(p) if p.speaker == r.speaker && r.start >= p.end && r.start - p.end < gap => {
+                let (lp, lr) = ((p.end - p.start) as f32, (r.end - r.start) as f32);
+                p.confidence = (p.confidence * lp + r.confidence * lr) / (lp + lr);
+                p.end = r.end;
+            }
+            _ => out.push(r),
+        }
+    }
+    *runs = out;
 }
 
 fn secs(samples: u64) -> f64 {
@@ -849,6 +875,18 @@ impl TurnTracker {
         l
     }
 
+    /// The final label window `i` would get now, without fixing it.
+    fn peek_final_label(&self, i: usize) -> (usize, f32) {
+        let w = &self.windows[i];
+        if let Some(l) = w.final_label {
+            return l;
+        }
+        match self.clusterer.classify(&w.embedding) {
+            Some(a) => (a.speaker, a.confidence()),
+            None => (w.tentative, w.confidence),
+        }
+    }
+
     /// The window deciding tick `t`: nearest centre among covering windows, else nearest window.
     fn window_for(&self, t: u64) -> Option<usize> {
         let c = (t * TICK + TICK / 2) as f64;
@@ -922,6 +960,13 @@ impl TurnTracker {
 
     /// Labelled runs over ticks [from, to).
     fn runs(&mut self, from: u64, to: u64, final_mode: bool) -> Vec<Run> {
+        self.runs_settled(from, to, to, final_mode)
+    }
+
+    /// Labelled runs over ticks [from, to); in final mode, windows first needed at or after tick
+    /// `settled` are classified without fixing their final label (a look past the horizon must not
+    /// settle labels early).
+    fn runs_settled(&mut self, from: u64, to: u64, settled: u64, final_mode: bool) -> Vec<Run> {
         let mut runs: Vec<Run> = Vec::new();
         let mut conf_sum = 0.0f32;
         let mask = final_mode.then(|| self.final_speech(from, to));
@@ -936,7 +981,11 @@ impl TurnTracker {
             let Some(wi) = self.window_for(t) else {
                 continue;
             };
-            let (spk, conf) = self.window_label(wi, final_mode);
+            let (spk, conf) = if final_mode && t >= settled {
+                self.peek_final_label(wi)
+            } else {
+                self.window_label(wi, final_mode)
+            };
             match runs.last_mut() {
                 Some(r) if r.end == t && r.speaker == spk => {
                     r.end = t + 1;
@@ -977,8 +1026,26 @@ impl TurnTracker {
             now_tick.saturating_sub(d)
         };
         // 1. Final runs over [final_upto, horizon): emit those that have ended before the horizon.
+        // Runs are read `min_pause` past the horizon, so a run ending just before it is joined to
+        // the same speaker's next run when the pause between them is short.
         if horizon > self.final_upto && !self.windows.is_empty() {
-            let runs = self.runs(self.final_upto, horizon, true);
+            let gap = self.min_pause_ticks();
+            let stored = self.first_tick + self.speech.len() as u64;
+            let look = if at_end {
+                horizon
+            } else {
+                (horizon + gap).min(stored).max(horizon)
+            };
+            let mut runs = self.runs_settled(self.final_upto, look, horizon, true);
+            join_short_pauses(&mut runs, gap);
+            runs.retain(|r| r.start < horizon);
+            // The same speaker resuming after a short pause that began before this range (a long
+            // turn finalised in pieces up to a horizon inside the pause): the pause joins this run.
+            if let (Some(lf), Some(r0)) = (self.last_final, runs.first_mut()) {
+                if lf.speaker == r0.speaker && r0.start > lf.end && r0.start - lf.end < gap {
+                    r0.start = lf.end.max(self.final_upto);
+                }
+            }
             let mut new_upto = self.final_upto;
             for (k, r) in runs.iter().enumerate() {
                 let is_last = k + 1 == runs.len();
@@ -1028,6 +1095,10 @@ impl TurnTracker {
         let mut runs = self.runs(self.final_upto, now_tick, false);
         self.extend_uncovered(&mut runs, now_tick);
         self.emit_tentative(&runs, out);
+    }
+
+    fn min_pause_ticks(&self) -> u64 {
+        (self.cfg.min_pause.max(0.0) * (SAMPLE_RATE / TICK as u32) as f64).round() as u64
     }
 
     /// The second pass (stream ended): re-clusters every kept window (`recluster::refine`), gives each
@@ -1432,10 +1503,19 @@ mod tests {
         speaker_at: impl Fn(f64) -> Option<usize>,
         overlap_at: impl Fn(f64) -> bool,
     ) -> Vec<Event> {
+        run_with(TurnConfig::default(), secs, speaker_at, overlap_at)
+    }
+
+    fn run_with(
+        cfg: TurnConfig,
+        secs: f64,
+        speaker_at: impl Fn(f64) -> Option<usize>,
+        overlap_at: impl Fn(f64) -> bool,
+    ) -> Vec<Event> {
         let mut tr = TurnTracker::new(
             TurnConfig {
                 status_interval: 0.0,
-                ..TurnConfig::default()
+                ..cfg
             },
             ClusterConfig::default(),
         )
@@ -1489,6 +1569,59 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Final turns with contiguous pieces of one speaker put together: (speaker, start, end).
+    fn regions(ev: &[Event]) -> Vec<(String, f64, f64)> {
+        let mut out: Vec<(String, f64, f64)> = Vec::new();
+        for t in finals(ev) {
+            match out.last_mut() {
+                Some(r) if r.0 == t.speaker && (t.start - r.2).abs() < 1e-6 => r.2 = t.end,
+                _ => out.push((t.speaker.clone(), t.start, t.end)),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_pause_shorter_than_min_pause_does_not_end_the_turn() {
+        // One voice: 0-3 s, pause 0.21 s, 3.21-6 s, pause 0.6 s, 6.6-9 s; then silence.
+        let who =
+            |t: f64| (t < 3.0 || (3.21..6.0).contains(&t) || (6.6..9.0).contains(&t)).then_some(0);
+        let near = |a: f64, b: f64| (a - b).abs() < 0.05;
+        let joined = regions(&run(11.0, who, |_| false));
+        assert_eq!(joined.len(), 2, "{joined:?}");
+        assert!(
+            near(joined[0].1, 0.0) && near(joined[0].2, 6.0),
+            "{joined:?}"
+        );
+        assert!(
+            near(joined[1].1, 6.6) && near(joined[1].2, 9.0),
+            "{joined:?}"
+        );
+        assert!(joined.iter().all(|r| r.0 == "S1"), "{joined:?}");
+        // Off: every pause splits the turn.
+        let cfg = TurnConfig {
+            min_pause: 0.0,
+            ..TurnConfig::default()
+        };
+        let split = regions(&run_with(cfg, 11.0, who, |_| false));
+        assert_eq!(split.len(), 3, "{split:?}");
+        assert!(near(split[0].2, 3.0) && near(split[1].1, 3.21), "{split:?}");
+    }
+
+    #[test]
+    fn a_short_pause_between_two_speakers_is_kept() {
+        // A 0-4 s, B from 4.15 s: different speakers are never joined, however short the pause.
+        let who = |t: f64| match t {
+            t if t < 4.0 => Some(0),
+            t if (4.15..8.0).contains(&t) => Some(1),
+            _ => None,
+        };
+        let r = regions(&run(9.0, who, |_| false));
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_ne!(r[0].0, r[1].0, "{r:?}");
+        assert!(r[1].1 - r[0].2 > 0.1, "the pause stays silence: {r:?}");
     }
 
     #[test]

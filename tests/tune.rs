@@ -149,7 +149,9 @@ fn speech_extension_only_widens_agreed_regions_and_recovers_missed_speech_on_the
     eprintln!("ONNX Runtime: {}", lib.display());
     let models = whospoke::runtime::locate_models(None).unwrap_or_else(|e| panic!("{e}"));
     let demo = common::repo().join("assets/demo");
-    let base = whospoke::pipeline::Config::default();
+    let mut base = whospoke::pipeline::Config::default();
+    // Extension alone: no joining of short pauses, which would also fill gaps.
+    base.turns.min_pause = 0.0;
     let msgs = tune::record(&demo.join("demo.flac"), &base, &models).expect("analyse the demo");
     let plain = tune::replay(&msgs, &base.turns, &base.cluster).expect("replay");
     let ext_cfg = whospoke::turns::TurnConfig {
