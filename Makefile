@@ -39,9 +39,11 @@ eval: deps onnxruntime build
 bench: deps-test onnxruntime build
 	bash scripts/bench.sh
 
-# Every cargo-fuzz target for FUZZ_SECONDS each, with a fixed seed so CI is reproducible (docs/reliability.md,
-# "Fuzzing"); installs cargo-fuzz if missing. Explore with new seeds: scripts/fuzz.sh (FUZZ_SEED unset).
-FUZZ_SECONDS ?= 30
+# Every cargo-fuzz target with a fixed seed and a fixed number of runs (about 20-30 s each here), at most
+# FUZZ_SECONDS each: CI replays exactly the inputs a local run tried, so a red run is a regression, never a lucky
+# draw (docs/reliability.md, "Fuzzing"); installs cargo-fuzz if missing. Explore with new seeds: scripts/fuzz.sh.
+FUZZ_SECONDS ?= 45
 FUZZ_SEED ?= 1
+FUZZ_RUNS ?= decode_file=25000 decode_raw=1000000 profile_json=600000 read_rttm=60000
 fuzz-ci:
-	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) bash scripts/fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_SEED=$(FUZZ_SEED) FUZZ_RUNS="$(FUZZ_RUNS)" FUZZ_FRESH=1 bash scripts/fuzz.sh
