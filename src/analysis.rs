@@ -170,11 +170,16 @@ impl FbankHistory {
 
     /// Frames fully inside samples [start, end), copied row-major into `out`; returns the count.
     pub fn copy_span(&self, start: u64, end: u64, out: &mut Vec<f32>) -> usize {
+        self.copy_span_from(start, end, out).1
+    }
+
+    /// As [`FbankHistory::copy_span`]; returns (index of the first frame copied, count).
+    pub fn copy_span_from(&self, start: u64, end: u64, out: &mut Vec<f32>) -> (u64, usize) {
         out.clear();
         let shift = FRAME_SHIFT as u64;
         let first_idx = start.div_ceil(shift);
         if end < FRAME_LENGTH as u64 {
-            return 0;
+            return (first_idx, 0);
         }
         let last_idx_excl = (end - FRAME_LENGTH as u64) / shift + 1;
         let lo = first_idx.max(self.first);
@@ -182,7 +187,7 @@ impl FbankHistory {
         for i in lo..hi {
             out.extend_from_slice(&self.frames[(i - self.first) as usize]);
         }
-        hi.saturating_sub(lo) as usize
+        (lo, hi.saturating_sub(lo) as usize)
     }
 }
 
@@ -225,10 +230,21 @@ impl FeatureTracker {
 
     /// The fbank frames of `span` as a [frames, 80] view, and whether the span is long enough to trust.
     pub fn features(&mut self, span: WindowSpan) -> Result<(ndarray::ArrayView2<'_, f32>, bool)> {
-        let n = self.history.copy_span(span.start, span.end, &mut self.buf);
+        let (view, trusted, _) = self.features_from(span)?;
+        Ok((view, trusted))
+    }
+
+    /// As [`FeatureTracker::features`], plus the stream index of the first fbank frame.
+    pub fn features_from(
+        &mut self,
+        span: WindowSpan,
+    ) -> Result<(ndarray::ArrayView2<'_, f32>, bool, u64)> {
+        let (first, n) = self
+            .history
+            .copy_span_from(span.start, span.end, &mut self.buf);
         let view = ndarray::ArrayView2::from_shape((n, NUM_BINS), &self.buf[..n * NUM_BINS])
             .map_err(|e| Error::Inference(format!("fbank window shape: {e}")))?;
-        Ok((view, span.end - span.start >= self.trusted))
+        Ok((view, span.end - span.start >= self.trusted, first))
     }
 }
 
@@ -320,6 +336,10 @@ pub struct SegConfig {
     pub speech_threshold: f32,
     /// A tick is overlapped speech when the mean probability of two speakers is at least this.
     pub overlap_threshold: f32,
+    /// Speaker-conditioned embeddings: each CAM++ window's statistics pooling weights its frames by the
+    /// probability that the window's dominant local speaker (of the newest segmentation window) speaks alone
+    /// there ([`LocalWeights`]; `models/campplus_trunk.onnx` + `campplus_head.bin`). Off: plain CAM++ (`campplus.onnx`).
+    pub weighted_embeddings: bool,
 }
 
 impl Default for SegConfig {
@@ -330,6 +350,7 @@ impl Default for SegConfig {
             step: 1.0,
             speech_threshold: 0.5,
             overlap_threshold: 0.3,
+            weighted_embeddings: true,
         }
     }
 }
@@ -350,6 +371,133 @@ impl SegConfig {
             )));
         }
         Ok(())
+    }
+}
+
+/// One segmentation window's local speakers, sent from the segmentation thread to the analysis thread for
+/// speaker-conditioned embeddings: for each model frame, the probability that local speaker A, B or C is the
+/// only one speaking (the single-speaker powerset classes, [`crate::segment::powerset_exclusive`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegLocals {
+    /// Stream sample of the window's first sample (negative: the window reaches back before the stream start).
+    pub start: i64,
+    /// Stream sample one past the window's last sample.
+    pub end: u64,
+    /// Per model frame (16.875 ms step), P(only A), P(only B), P(only C).
+    pub exclusive: Vec<[f32; crate::segment::NUM_LOCAL]>,
+}
+
+impl SegLocals {
+    /// From a window's powerset log-probabilities [F, 7] starting at stream sample `start`, `len` samples long.
+    pub fn from_log_probs(start: i64, len: usize, log_probs: ndarray::ArrayView2<f32>) -> Self {
+        let exclusive = log_probs
+            .rows()
+            .into_iter()
+            .map(|r| [r[1].exp(), r[2].exp(), r[3].exp()])
+            .collect();
+        Self {
+            start,
+            end: (start + len as i64).max(0) as u64,
+            exclusive,
+        }
+    }
+}
+
+/// Frame weights for speaker-conditioned CAM++ windows (the analysis thread's side of [`SegLocals`]).
+///
+/// For a window over samples [s, e) it takes the newest segmentation window that ends inside it (end in
+/// (s, e]; later windows may already have arrived, since the segmentation thread runs ahead, but are never
+/// used, so the weights do not depend on thread timing), picks that window's dominant local speaker over the
+/// fbank frames it covers, and weights each fbank frame by the probability that this speaker speaks alone there:
+/// overlapped speech, the other speaker's speech and pauses barely count. Frames newer than the segmentation
+/// window (up to one segmentation step at the live edge) keep weight 1. Without such a window, or when the
+/// dominant speaker's weights add up to less than [`LocalWeights::MIN_WEIGHT`] frames, the window is embedded
+/// unweighted.
+#[derive(Debug, Default)]
+pub struct LocalWeights {
+    windows: VecDeque<SegLocals>,
+}
+
+impl LocalWeights {
+    /// Least total weight (in fbank frames) for a weighted embedding.
+    pub const MIN_WEIGHT: f32 = 20.0;
+    /// Lowest frame weight (keeps the pooling statistics finite when a speaker is absent from a stretch).
+    const FLOOR: f32 = 1e-3;
+    /// Adds a segmentation window (in stream order).
+    pub fn add(&mut self, w: SegLocals) {
+        self.windows.push_back(w);
+    }
+
+    /// Segmentation windows held (those that later embedding windows may still need).
+    pub fn held(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Weights for the `n` fbank frames `first..first + n` of the window [start, end) (samples), written to
+    /// `out`; false (and `out` empty) when the window is to be embedded unweighted. Windows must be asked for
+    /// in order of `end` (as the scheduler emits them): segmentation windows older than the one chosen are
+    /// dropped.
+    pub fn weights(
+        &mut self,
+        start: u64,
+        end: u64,
+        first: u64,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> bool {
+        out.clear();
+        while self.windows.len() >= 2 && self.windows[1].end <= end {
+            self.windows.pop_front();
+        }
+        let Some(seg) = self
+            .windows
+            .front()
+            .filter(|w| w.end <= end && w.end > start && !w.exclusive.is_empty())
+        else {
+            return false;
+        };
+        let frames = seg.exclusive.len();
+        let seg_frame = |k: u64| -> Option<usize> {
+            let centre = (k * FRAME_SHIFT as u64 + FRAME_LENGTH as u64 / 2) as f64;
+            if centre >= seg.end as f64 {
+                return None;
+            }
+            let i = ((centre - seg.start as f64 - crate::segment::FRAME_SIZE as f64 / 2.0)
+                / crate::segment::FRAME_STEP as f64)
+                .round()
+                .clamp(0.0, (frames - 1) as f64);
+            Some(i as usize)
+        };
+        let mut mass = [0.0f32; crate::segment::NUM_LOCAL];
+        let mut covered = 0usize;
+        for k in first..first + n as u64 {
+            if let Some(i) = seg_frame(k) {
+                covered += 1;
+                for (m, p) in mass.iter_mut().zip(seg.exclusive[i]) {
+                    *m += p;
+                }
+            }
+        }
+        if covered == 0 {
+            return false;
+        }
+        let dom = (0..mass.len())
+            .max_by(|&a, &b| mass[a].total_cmp(&mass[b]).then(b.cmp(&a)))
+            .unwrap_or(0);
+        let mut total = 0.0f32;
+        for k in first..first + n as u64 {
+            let w = match seg_frame(k) {
+                Some(i) => seg.exclusive[i][dom].clamp(Self::FLOOR, 1.0),
+                None => 1.0,
+            };
+            total += w;
+            out.push(w);
+        }
+        if total < Self::MIN_WEIGHT {
+            out.clear();
+            return false;
+        }
+        true
     }
 }
 
@@ -472,5 +620,95 @@ mod seg_tests {
         let rest = act.finish().unwrap();
         assert_eq!(rest.0, 100);
         assert!(rest.1.iter().all(|v| v.0 < 1e-3));
+    }
+
+    /// A segmentation window starting at stream sample `start` whose local speaker A speaks alone in the
+    /// first half and B alone in the second half.
+    fn two_halves(start: i64, len: usize) -> SegLocals {
+        let frames = crate::segment::frame_count(len);
+        SegLocals {
+            start,
+            end: (start + len as i64) as u64,
+            exclusive: (0..frames)
+                .map(|i| {
+                    if i < frames / 2 {
+                        [0.9, 0.05, 0.0]
+                    } else {
+                        [0.05, 0.9, 0.0]
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn fbank_range(start: u64, end: u64) -> (u64, usize) {
+        let first = start.div_ceil(FRAME_SHIFT as u64);
+        let last = (end - FRAME_LENGTH as u64) / FRAME_SHIFT as u64 + 1;
+        (first, (last - first) as usize)
+    }
+
+    #[test]
+    fn local_weights_follow_the_dominant_speaker_and_keep_the_live_edge() {
+        let mut lw = LocalWeights::default();
+        // Window [0, 5 s): A alone in [0, 2.5 s), B alone in [2.5 s, 5 s).
+        lw.add(two_halves(0, 80_000));
+        let mut w = Vec::new();
+        // Embedding window [1.5 s, 3 s): A holds 1 s of it, B 0.5 s: A dominates.
+        let (first, n) = fbank_range(24_000, 48_000);
+        assert!(
+            !lw.weights(24_000, 48_000, first, n, &mut w),
+            "no segmentation window ends inside it yet"
+        );
+        // Embedding window [4 s, 5.5 s): the segmentation window ends at 5 s, inside it.
+        let (first, n) = fbank_range(64_000, 88_000);
+        assert!(lw.weights(64_000, 88_000, first, n, &mut w));
+        assert_eq!(w.len(), n);
+        // B dominates [4 s, 5 s): weight 0.9 there; frames whose centre is past 5 s keep weight 1.
+        let k_at = |sample: u64| ((sample - 200) / 160 - first) as usize;
+        assert!((w[k_at(72_000)] - 0.9).abs() < 1e-6, "{}", w[k_at(72_000)]);
+        assert_eq!(w[n - 1], 1.0);
+        // A window in which A dominates gets A's weights: high in A's half, low in B's.
+        lw.add(two_halves(16_000, 80_000)); // [1 s, 6 s), A alone in [1 s, 3.5 s)
+        let (first, n) = fbank_range(40_000, 96_000);
+        assert!(lw.weights(40_000, 96_000, first, n, &mut w));
+        let k_at = |sample: u64| ((sample - 200) / 160 - first) as usize;
+        // [2.5 s, 6 s) of which A alone until 3.5 s, B after: B dominates (2.5 s against 1 s).
+        assert!(w[k_at(48_000)] < 0.1 && w[k_at(80_000)] > 0.85, "{w:?}");
+    }
+
+    #[test]
+    fn local_weights_ignore_windows_ending_after_the_embedding_window() {
+        // Only windows ending inside (start, end] count, however early later ones arrive, and the older one
+        // is dropped once a newer one qualifies.
+        let mut lw = LocalWeights::default();
+        lw.add(two_halves(0, 80_000)); // ends at 5 s
+        lw.add(two_halves(16_000, 80_000)); // ends at 6 s
+        let mut w = Vec::new();
+        let (first, n) = fbank_range(56_000, 80_000); // [3.5 s, 5 s)
+        assert!(lw.weights(56_000, 80_000, first, n, &mut w));
+        // The 5 s window: B alone from 2.5 s.
+        assert!(w.iter().all(|&x| (x - 0.9).abs() < 1e-6), "{w:?}");
+        assert_eq!(lw.held(), 2);
+        let (first, n) = fbank_range(72_000, 96_000); // [4.5 s, 6 s): the 6 s window now
+        assert!(lw.weights(72_000, 96_000, first, n, &mut w));
+        assert_eq!(lw.held(), 1, "the older window can no longer be needed");
+    }
+
+    #[test]
+    fn local_weights_fall_back_when_the_speaker_barely_speaks() {
+        let mut lw = LocalWeights::default();
+        let frames = crate::segment::frame_count(80_000);
+        lw.add(SegLocals {
+            start: 0,
+            end: 80_000,
+            exclusive: vec![[0.01, 0.0, 0.0]; frames],
+        });
+        let mut w = vec![5.0];
+        let (first, n) = fbank_range(56_000, 80_000);
+        assert!(
+            !lw.weights(56_000, 80_000, first, n, &mut w),
+            "overlap or silence only: unweighted"
+        );
+        assert!(w.is_empty());
     }
 }

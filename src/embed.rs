@@ -20,12 +20,15 @@ pub const MIN_FRAMES: usize = 10;
 /// A CAM++ ONNX session plus reusable input buffers. One per thread.
 pub struct Embedder {
     session: Session,
-    /// Model has the `weights` input (campplus_weighted.onnx).
+    /// Speaker-conditioned mode: the session is the trunk (`campplus_trunk.onnx`, frames out) and this head
+    /// does the frame-weighted statistics pooling, dense layer and batch norm (`campplus_head.bin`).
+    head: Option<Head>,
+    /// `head.is_some()`.
     weighted: bool,
     /// Mean-normalised features, row-major [T, 80]; grows to the largest T seen, never shrinks.
     feats: Vec<f32>,
-    /// Per-frame weights [T] (weighted model only).
-    weights: Vec<f32>,
+    /// Pooled frame weights (weighted mode), reused.
+    pooled: Vec<f64>,
     /// Per-bin mean accumulator.
     mean: Vec<f64>,
     /// Mean-normalised features of a batch, row-major [N, T, 80]; reused.
@@ -38,11 +41,16 @@ impl Embedder {
         Self::load(model, threads, false)
     }
 
-    /// Loads the weighted-pooling CAM++ variant (`models/campplus_weighted.onnx`, see
-    /// [`crate::runtime::ModelPaths::campplus_weighted`]); enables [`Embedder::embed_weighted`]. [`Embedder::embed`]
-    /// also works on it (all-ones weights, same result as the plain model to ~1e-6).
-    pub fn new_weighted(model: &Path, threads: usize) -> Result<Self> {
-        Self::load(model, threads, true)
+    /// Loads CAM++ for speaker-conditioned embeddings: the trunk `models/campplus_trunk.onnx` and the head
+    /// `models/campplus_head.bin` (see [`crate::runtime::ModelPaths::campplus_trunk`], models/README.md); enables
+    /// [`Embedder::embed_weighted`] and [`Embedder::embed_batch_weighted`]. [`Embedder::embed`] also works (all-ones
+    /// weights: the plain model's result to ~1e-6). The pooling runs here, in f64, so a window's embedding is bit
+    /// for bit the same alone or in a batch (the trunk is batch-invariant; an in-graph weighted pooling is not).
+    pub fn new_weighted(trunk: &Path, head: &Path, threads: usize) -> Result<Self> {
+        let head = Head::load(head)?;
+        let mut e = Self::load(trunk, threads, true)?;
+        e.head = Some(head);
+        Ok(e)
     }
 
     fn load(model: &Path, threads: usize, weighted: bool) -> Result<Self> {
@@ -53,24 +61,21 @@ impl Embedder {
         let session = crate::runtime::load_session(model, threads)?;
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
-        let expected: &[&str] = if weighted {
-            &["feats", "weights"]
-        } else {
-            &["feats"]
-        };
-        if inputs != expected || outputs != ["embedding"] {
+        let output = if weighted { "frames" } else { "embedding" };
+        if inputs != ["feats"] || outputs != [output] {
             return Err(merr(format!(
-                "not a {} CAM++ model: inputs {inputs:?} (expected {expected:?}), outputs {outputs:?} \
-                 (expected [\"embedding\"])",
-                if weighted { "weighted" } else { "plain" }
+                "not a {} model: inputs {inputs:?} (expected [\"feats\"]), outputs {outputs:?} \
+                 (expected [\"{output}\"])",
+                if weighted { "CAM++ trunk" } else { "CAM++" }
             )));
         }
         tracing::debug!(model = %model.display(), threads, weighted, "CAM++ loaded");
         Ok(Self {
             session,
+            head: None,
             weighted,
             feats: Vec::new(),
-            weights: Vec::new(),
+            pooled: Vec::new(),
             mean: vec![0.0; NUM_BINS],
             batch: Vec::new(),
         })
@@ -83,11 +88,11 @@ impl Embedder {
 
     /// Raw fbank [T, 80] (T >= 10) -> 192-d embedding (not normalised). Subtracts the per-bin mean over these T frames.
     pub fn embed(&mut self, fbank_raw: ArrayView2<f32>) -> Result<Vec<f32>> {
-        let t = self.prepare(fbank_raw)?;
         if self.weighted {
-            self.weights.clear();
-            self.weights.resize(t, 1.0);
+            let ones = vec![1.0f32; fbank_raw.nrows()];
+            return self.one_weighted(fbank_raw, &ones);
         }
+        let t = self.prepare(fbank_raw)?;
         self.run(t)
     }
 
@@ -99,35 +104,14 @@ impl Embedder {
         fbank_raw: ArrayView2<f32>,
         weights: ArrayView1<f32>,
     ) -> Result<Vec<f32>> {
-        if !self.weighted {
-            return Err(Error::Inference(
-                "embed_weighted needs the weighted CAM++ model (Embedder::new_weighted with campplus_weighted.onnx)"
-                    .into(),
-            ));
-        }
-        let t = self.prepare(fbank_raw)?;
-        if weights.len() != t {
-            return Err(Error::Inference(format!(
-                "CAM++: {} weights for {t} fbank frames",
-                weights.len()
-            )));
-        }
-        self.weights.clear();
-        let mut sum = 0.0f64;
-        for &w in weights.iter() {
-            if !w.is_finite() {
-                return Err(Error::Inference("CAM++: non-finite frame weight".into()));
-            }
-            let w = w.clamp(0.0, 1.0);
-            sum += f64::from(w);
-            self.weights.push(w);
-        }
-        if sum < 1.0 {
-            return Err(Error::Inference(format!(
-                "CAM++: frame weights sum to {sum:.3} (< 1): nothing to embed"
-            )));
-        }
-        self.run(t)
+        let w: Vec<f32> = weights.iter().copied().collect();
+        self.one_weighted(fbank_raw, &w)
+    }
+
+    fn one_weighted(&mut self, fbank_raw: ArrayView2<f32>, weights: &[f32]) -> Result<Vec<f32>> {
+        let mut out = self.embed_batch_weighted(&[fbank_raw], &[weights])?;
+        out.pop()
+            .ok_or_else(|| Error::Inference("CAM++ returned no embedding".into()))
     }
 
     /// Embeds several windows of the same length in one model call: `windows[i]` is a raw fbank [T, 80], every
@@ -138,8 +122,13 @@ impl Embedder {
         let Some(first) = windows.first() else {
             return Ok(Vec::new());
         };
-        if windows.len() == 1 || self.weighted {
-            return windows.iter().map(|w| self.embed(*w)).collect();
+        if self.weighted {
+            let ones = vec![1.0f32; first.nrows()];
+            let weights = vec![&ones[..]; windows.len()];
+            return self.embed_batch_weighted(windows, &weights);
+        }
+        if windows.len() == 1 {
+            return self.embed(*first).map(|e| vec![e]);
         }
         let t = first.nrows();
         if let Some(w) = windows.iter().find(|w| w.nrows() != t) {
@@ -165,6 +154,104 @@ impl Embedder {
             let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
             check_output(data, n)?;
             Ok(data.chunks(EMBEDDING_DIM).map(<[f32]>::to_vec).collect())
+        })();
+        self.batch = all;
+        result
+    }
+
+    /// Embeds several windows of the same length with their own frame weights in one trunk call: `windows[i]` is
+    /// a raw fbank [T, 80] (one T for all, >= 10), `weights[i]` its T frame weights (as
+    /// [`Embedder::embed_weighted`]). Each result is bit for bit what that window gives alone. Needs
+    /// [`Embedder::new_weighted`].
+    pub fn embed_batch_weighted(
+        &mut self,
+        windows: &[ArrayView2<f32>],
+        weights: &[&[f32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        let Some(head) = self.head.take() else {
+            return Err(Error::Inference(
+                "weighted embeddings need the CAM++ trunk and head (Embedder::new_weighted)".into(),
+            ));
+        };
+        let result = self.batch_weighted(&head, windows, weights);
+        self.head = Some(head);
+        result
+    }
+
+    fn batch_weighted(
+        &mut self,
+        head: &Head,
+        windows: &[ArrayView2<f32>],
+        weights: &[&[f32]],
+    ) -> Result<Vec<Vec<f32>>> {
+        if windows.len() != weights.len() {
+            return Err(Error::Inference(format!(
+                "CAM++ batch: {} windows but {} weight vectors",
+                windows.len(),
+                weights.len()
+            )));
+        }
+        let Some(first) = windows.first() else {
+            return Ok(Vec::new());
+        };
+        let t = first.nrows();
+        for (w, wt) in windows.iter().zip(weights) {
+            if w.nrows() != t {
+                return Err(Error::Inference(format!(
+                    "CAM++ batch: windows of {t} and {} frames (one batch needs one length)",
+                    w.nrows()
+                )));
+            }
+            if wt.len() != t {
+                return Err(Error::Inference(format!(
+                    "CAM++: {} weights for {t} fbank frames",
+                    wt.len()
+                )));
+            }
+            let mut sum = 0.0f64;
+            for &x in wt.iter() {
+                if !x.is_finite() {
+                    return Err(Error::Inference("CAM++: non-finite frame weight".into()));
+                }
+                sum += f64::from(x.clamp(0.0, 1.0));
+            }
+            if sum < 1.0 {
+                return Err(Error::Inference(format!(
+                    "CAM++: frame weights sum to {sum:.3} (< 1): nothing to embed"
+                )));
+            }
+        }
+        let mut all = std::mem::take(&mut self.batch);
+        all.clear();
+        let n = windows.len();
+        let result = (|| {
+            for w in windows {
+                self.prepare(*w)?;
+                all.extend_from_slice(&self.feats);
+            }
+            let ierr = |e: ort::Error| Error::Inference(format!("CAM++ trunk: {e}"));
+            let feats = TensorRef::from_array_view(([n, t, NUM_BINS], &all[..])).map_err(ierr)?;
+            let outputs = self
+                .session
+                .run(ort::inputs!["feats" => feats])
+                .map_err(ierr)?;
+            let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
+            let dims: Vec<i64> = shape.iter().copied().collect();
+            let pooled = pooled_len(t);
+            if dims != [n as i64, head.channels() as i64, pooled as i64] {
+                return Err(Error::Inference(format!(
+                    "CAM++ trunk returned shape {dims:?}, expected [{n}, {}, {pooled}]",
+                    head.channels()
+                )));
+            }
+            let per = head.channels() * pooled;
+            let mut out = Vec::with_capacity(n);
+            for (frames, wt) in data.chunks(per).zip(weights) {
+                let e = head.apply(frames, pooled, wt, &mut self.pooled);
+                check_output(&e, 1)?;
+                out.push(e);
+            }
+            Ok(out)
         })();
         self.batch = all;
         result
@@ -206,20 +293,135 @@ impl Embedder {
         let ierr = |e: ort::Error| Error::Inference(format!("CAM++: {e}"));
         let feats =
             TensorRef::from_array_view(([1usize, t, NUM_BINS], &self.feats[..])).map_err(ierr)?;
-        let outputs = if self.weighted {
-            let weights =
-                TensorRef::from_array_view(([1usize, t], &self.weights[..])).map_err(ierr)?;
-            self.session
-                .run(ort::inputs!["feats" => feats, "weights" => weights])
-                .map_err(ierr)?
-        } else {
-            self.session
-                .run(ort::inputs!["feats" => feats])
-                .map_err(ierr)?
-        };
+        let outputs = self
+            .session
+            .run(ort::inputs!["feats" => feats])
+            .map_err(ierr)?;
         let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
         check_output(data, 1)?;
         Ok(data.to_vec())
+    }
+}
+
+/// Frames after the trunk's one stride-2 convolution (kernel 5, padding 2): T' = floor((T - 1) / 2) + 1.
+fn pooled_len(t: usize) -> usize {
+    t.saturating_sub(1) / 2 + 1
+}
+
+/// The end of CAM++ after its trunk, run here: frame-weighted statistics pooling, then the dense layer and the
+/// batch norm (affine=False) read from `campplus_head.bin` (layout in models/README.md and
+/// models/export_campplus_trunk.py). Everything in f64.
+pub struct Head {
+    /// Dense weight [out][in], in = 2 x channels (mean, then std).
+    w: Vec<f32>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    eps: f64,
+    inputs: usize,
+}
+
+impl Head {
+    const MAGIC: &'static [u8; 8] = b"WSCAMHD1";
+
+    /// Reads a head file (the caller verifies its checksum first: [`crate::runtime::verify_model`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bad = |why: String| Error::Model {
+            path: path.to_path_buf(),
+            why,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read ({e})")))?;
+        if bytes.len() < 20 || &bytes[..8] != Self::MAGIC {
+            return Err(bad("not a CAM++ head file (bad magic)".into()));
+        }
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let (outs, ins) = (u32_at(8) as usize, u32_at(12) as usize);
+        let eps = f64::from(f32::from_le_bytes([
+            bytes[16], bytes[17], bytes[18], bytes[19],
+        ]));
+        if outs != EMBEDDING_DIM || ins == 0 || ins % 2 != 0 || eps.is_nan() || eps <= 0.0 {
+            return Err(bad(format!(
+                "unexpected head geometry {outs} x {ins}, eps {eps}"
+            )));
+        }
+        let floats: Vec<f32> = bytes[20..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if floats.len() != outs * ins + 2 * outs || bytes[20..].len() % 4 != 0 {
+            return Err(bad(format!(
+                "head file holds {} values, expected {}",
+                floats.len(),
+                outs * ins + 2 * outs
+            )));
+        }
+        let (w, rest) = floats.split_at(outs * ins);
+        let (mean, var) = rest.split_at(outs);
+        Ok(Self {
+            w: w.to_vec(),
+            mean: mean.to_vec(),
+            var: var.to_vec(),
+            eps,
+            inputs: ins,
+        })
+    }
+
+    /// Trunk channels (the pooling gives their mean and std).
+    pub fn channels(&self) -> usize {
+        self.inputs / 2
+    }
+
+    /// One window: `frames` [channels, pooled] (row-major trunk output), `weights` the T fbank frame weights.
+    /// The weights are brought to the trunk's frame rate as the trunk's stride-2 convolution sees its input
+    /// (mean over fbank frames 2j-2 ..= 2j+2 inside the window); mean = sum w x / V1, variance = sum w (x - mean)^2
+    /// / (V1 - V2 / V1) (reliability weights: the plain unbiased std when every weight is 1).
+    fn apply(&self, frames: &[f32], pooled: usize, weights: &[f32], wp: &mut Vec<f64>) -> Vec<f32> {
+        let t = weights.len();
+        wp.clear();
+        for j in 0..pooled {
+            let (a, b) = ((2 * j).saturating_sub(2), (2 * j + 3).min(t));
+            let s: f64 = weights[a..b]
+                .iter()
+                .map(|&x| f64::from(x.clamp(0.0, 1.0)))
+                .sum();
+            wp.push(s / (b - a).max(1) as f64);
+        }
+        let v1 = wp.iter().sum::<f64>().max(1e-6);
+        let v2 = wp.iter().map(|x| x * x).sum::<f64>();
+        let denom = (v1 - v2 / v1).max(1e-6);
+        let c = self.channels();
+        let mut stats = vec![0.0f64; 2 * c];
+        for ch in 0..c {
+            let row = &frames[ch * pooled..(ch + 1) * pooled];
+            let mean = row
+                .iter()
+                .zip(wp.iter())
+                .map(|(&x, &w)| w * f64::from(x))
+                .sum::<f64>()
+                / v1;
+            let var = row
+                .iter()
+                .zip(wp.iter())
+                .map(|(&x, &w)| {
+                    let d = f64::from(x) - mean;
+                    w * d * d
+                })
+                .sum::<f64>()
+                / denom;
+            stats[ch] = mean;
+            stats[c + ch] = var.sqrt();
+        }
+        (0..EMBEDDING_DIM)
+            .map(|o| {
+                let row = &self.w[o * self.inputs..(o + 1) * self.inputs];
+                let y: f64 = row
+                    .iter()
+                    .zip(&stats)
+                    .map(|(&w, &x)| f64::from(w) * x)
+                    .sum();
+                ((y - f64::from(self.mean[o])) / (f64::from(self.var[o]) + self.eps).sqrt()) as f32
+            })
+            .collect()
     }
 }
 

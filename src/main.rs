@@ -209,6 +209,10 @@ struct RunArgs {
     /// Which detector decides final speech boundaries (mode seg).
     #[arg(long, value_enum, default_value_t = SpeechSource::Both)]
     speech: SpeechSource,
+    /// Embed windows without speaker-conditioned weights (mode seg; by default each window's frames are
+    /// weighted by how surely its main speaker speaks alone there, per segmentation-3.0).
+    #[arg(long)]
+    plain_embeddings: bool,
     /// Speech probability at which a 10 ms tick counts as speech (mode seg).
     #[arg(long, default_value_t = SegConfig::default().speech_threshold, value_name = "P")]
     speech_threshold: f32,
@@ -583,6 +587,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
             step: a.seg_step,
             speech_threshold: a.speech_threshold,
             overlap_threshold: a.overlap_threshold,
+            weighted_embeddings: !a.plain_embeddings,
         },
         cluster: ClusterConfig {
             assign_threshold: a.threshold,

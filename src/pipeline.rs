@@ -21,7 +21,9 @@ use crossbeam_channel::{Receiver, Sender};
 use ringbuf::traits::{Consumer, Observer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 
-use crate::analysis::{FeatureTracker, SegActivity, SegConfig, WindowConfig, WindowSpan};
+use crate::analysis::{
+    FeatureTracker, LocalWeights, SegActivity, SegConfig, SegLocals, WindowConfig, WindowSpan,
+};
 use crate::capture::{CaptureStats, Microphone};
 use crate::cluster::ClusterConfig;
 use crate::decode::{AudioSource, InputFormat};
@@ -188,7 +190,13 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
             .seg
             .enabled
             .then(|| s.spawn(|| Segmenter::new(&models.segmentation, cfg.threads)));
-        let embedder = Embedder::new(&models.campplus, cfg.threads);
+        let embedder = if cfg.seg.enabled && cfg.seg.weighted_embeddings {
+            models
+                .campplus_trunk_and_head()
+                .and_then(|(trunk, head)| Embedder::new_weighted(&trunk, &head, cfg.threads))
+        } else {
+            Embedder::new(&models.campplus, cfg.threads)
+        };
         let segmenter = seg
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
@@ -291,13 +299,20 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
         })?);
     }
     // With segmentation on: ring B -> segmentation thread -> ring C -> analysis.
+    // Segmentation thread -> analysis thread: every window's local speakers (speaker-conditioned embeddings).
+    let (locals_tx, locals_rx) = if embedder.is_weighted() {
+        let (t, r) = crossbeam_channel::unbounded::<SegLocals>();
+        (Some(t), Some(r))
+    } else {
+        (None, None)
+    };
     let (cons_an, sig_an) = match segmentation {
         Some((seg, act)) => {
             let (prod_c, cons_c, sig_c) = ring::ring::<VadFrame>(frames_b);
             let (sb, sc, st, tx) = (sig_b, sig_c.clone(), stop.clone(), tx_an.clone());
             handles.push(spawn("segmentation", move || {
                 sb.register_consumer();
-                segmentation_thread(seg, act, cons_b, &sb, prod_c, &sc, tx, &st)
+                segmentation_thread(seg, act, cons_b, &sb, prod_c, &sc, tx, locals_tx, &st)
             })?);
             (cons_c, sig_c)
         }
@@ -308,7 +323,7 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
         let st = stop.clone();
         handles.push(spawn("analysis", move || {
             sig_an.register_consumer();
-            analysis_thread(wcfg, embedder, cons_an, &sig_an, tx_an, &st)
+            analysis_thread(wcfg, embedder, cons_an, &sig_an, tx_an, locals_rx, &st)
         })?);
     }
     {
@@ -881,6 +896,7 @@ fn segmentation_thread(
     mut prod: HeapProd<VadFrame>,
     sig_out: &RingSignal,
     tx: Sender<Analysis>,
+    locals_tx: Option<Sender<SegLocals>>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut frames = vec![VadFrame::default(); 32];
@@ -910,6 +926,14 @@ fn segmentation_thread(
                 match seg.push(f.audio()) {
                     Ok(windows) => {
                         for w in windows {
+                            if let Some(ltx) = &locals_tx {
+                                // The analysis thread may be gone (it ended on an error); frames still flow.
+                                let _ = ltx.send(SegLocals::from_log_probs(
+                                    w.start,
+                                    w.len,
+                                    w.log_probs.view(),
+                                ));
+                            }
                             send(act.add_window(w.start, w.len, w.log_probs.view()), f.end());
                         }
                     }
@@ -953,10 +977,15 @@ const POP_FRAMES: usize = 256;
 struct WindowBatcher {
     /// Outgoing messages in stream order; a window's `embedding` is empty until embedded.
     out: Vec<Analysis>,
-    /// Raw fbank [T, 80] of each pending window (row-major), its T, and its index in `out`.
-    jobs: Vec<(Vec<f32>, usize, usize)>,
+    /// Raw fbank [T, 80] of each pending window (row-major), its T, its index in `out`, and its frame
+    /// weights (empty: unweighted).
+    jobs: Vec<(Vec<f32>, usize, usize, Vec<f32>)>,
     /// Spent feature buffers for reuse.
     spare: Vec<Vec<f32>>,
+    /// Spent weight buffers for reuse.
+    spare_weights: Vec<Vec<f32>>,
+    /// Windows embedded with speaker-conditioned weights (for the debug log).
+    weighted: u64,
     /// Model calls by batch size (index = size - 1), for the debug log.
     calls: [u64; MAX_BATCH],
 }
@@ -972,9 +1001,15 @@ impl WindowBatcher {
         }
     }
 
-    /// Queues the window `span` (its features copied now, while the fbank history holds them).
-    fn window(&mut self, tracker: &mut FeatureTracker, span: WindowSpan) -> Result<()> {
-        let (feats, trusted) = tracker.features(span)?;
+    /// Queues the window `span` (its features copied now, while the fbank history holds them), with its
+    /// speaker-conditioned frame weights when `locals` has them.
+    fn window(
+        &mut self,
+        tracker: &mut FeatureTracker,
+        span: WindowSpan,
+        locals: Option<&mut LocalWeights>,
+    ) -> Result<()> {
+        let (feats, trusted, first) = tracker.features_from(span)?;
         let t = feats.nrows();
         if t < crate::embed::MIN_FRAMES {
             return Ok(());
@@ -982,7 +1017,16 @@ impl WindowBatcher {
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend(feats.iter());
-        self.jobs.push((buf, t, self.out.len()));
+        let mut weights = self.spare_weights.pop().unwrap_or_default();
+        match locals {
+            Some(l) => {
+                if l.weights(span.start, span.end, first, t, &mut weights) {
+                    self.weighted += 1;
+                }
+            }
+            None => weights.clear(),
+        }
+        self.jobs.push((buf, t, self.out.len(), weights));
         self.out.push(Analysis::Window {
             start: span.start,
             end: span.end,
@@ -1006,21 +1050,35 @@ impl WindowBatcher {
             for batch in group.chunks(MAX_BATCH) {
                 let views = batch
                     .iter()
-                    .map(|(buf, t, _)| {
+                    .map(|(buf, t, _, _)| {
                         ndarray::ArrayView2::from_shape((*t, crate::fbank::NUM_BINS), &buf[..])
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .map_err(|e| Some(crate::Error::Inference(format!("window shape: {e}"))))?;
-                let embeddings = embedder.embed_batch(&views).map_err(Some)?;
+                let embeddings = if embedder.is_weighted() {
+                    // Unweighted windows of a weighted batch: all-ones weights (the plain model's pooling).
+                    let ones: Vec<f32> = vec![1.0; batch[0].1];
+                    let weights: Vec<&[f32]> = batch
+                        .iter()
+                        .map(|(_, _, _, w)| if w.is_empty() { &ones[..] } else { &w[..] })
+                        .collect();
+                    embedder.embed_batch_weighted(&views, &weights)
+                } else {
+                    embedder.embed_batch(&views)
+                }
+                .map_err(Some)?;
                 self.calls[batch.len() - 1] += 1;
-                for ((_, _, at), e) in batch.iter().zip(embeddings) {
+                for ((_, _, at, _), e) in batch.iter().zip(embeddings) {
                     if let Some(Analysis::Window { embedding, .. }) = self.out.get_mut(*at) {
                         *embedding = e;
                     }
                 }
             }
         }
-        self.spare.extend(jobs.into_iter().map(|j| j.0));
+        for (buf, _, _, w) in jobs {
+            self.spare.push(buf);
+            self.spare_weights.push(w);
+        }
         for msg in self.out.drain(..) {
             tx.send(msg).map_err(|_| None)?;
         }
@@ -1035,9 +1093,20 @@ fn analysis_thread(
     mut cons: HeapCons<VadFrame>,
     sig: &RingSignal,
     tx: Sender<Analysis>,
+    locals_rx: Option<Receiver<SegLocals>>,
     stop: &AtomicBool,
 ) -> Result<()> {
     let mut tracker = FeatureTracker::new(&cfg)?;
+    // Speaker-conditioned weights: the segmentation thread sends every window's local speakers before it
+    // passes on the frame that completed the window, so all windows ending before a frame are here by then.
+    let mut locals = locals_rx.as_ref().map(|_| LocalWeights::default());
+    let drain = |l: &mut Option<LocalWeights>| {
+        if let (Some(l), Some(rx)) = (l.as_mut(), locals_rx.as_ref()) {
+            for w in rx.try_iter() {
+                l.add(w);
+            }
+        }
+    };
     let mut frames = vec![VadFrame::default(); POP_FRAMES];
     let mut end: u64 = 0;
     let mut dropped_total: u64 = 0;
@@ -1078,7 +1147,8 @@ fn analysis_thread(
             end = f.end();
             load.audio += f.len as u64;
             if let Some(span) = tracker.push(f.start, f.audio(), f.speech) {
-                if let Err(e) = batcher.window(&mut tracker, span) {
+                drain(&mut locals);
+                if let Err(e) = batcher.window(&mut tracker, span, locals.as_mut()) {
                     result = Err(e);
                     break 'outer;
                 }
@@ -1096,7 +1166,8 @@ fn analysis_thread(
     }
     if result.is_ok() {
         if let Some(span) = tracker.finish(end) {
-            result = batcher.window(&mut tracker, span);
+            drain(&mut locals);
+            result = batcher.window(&mut tracker, span, locals.as_mut());
         }
         if result.is_ok() {
             if let Err(Some(e)) = batcher.flush(&mut embedder, &tx) {
@@ -1105,7 +1176,7 @@ fn analysis_thread(
         }
     }
     let _ = tx.send(Analysis::End { at: end });
-    tracing::debug!(calls_by_batch_size = ?batcher.calls, "CAM++ calls");
+    tracing::debug!(calls_by_batch_size = ?batcher.calls, weighted_windows = batcher.weighted, "CAM++ calls");
     if result.is_err() {
         // Failed mid-stream: stop the source and keep draining so the upstream threads can end.
         stop.store(true, Ordering::SeqCst);

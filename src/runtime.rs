@@ -20,11 +20,17 @@ pub const CAMPPLUS_FILE: &str = "campplus.onnx";
 /// sha256 of `models/campplus.onnx` (models/export_campplus.py).
 pub const CAMPPLUS_SHA256: &str =
     "433893672d30524f49c25d7c96e3d179b076f939767c2f438cef5f4e7e307feb";
-/// CAM++ with weighted statistics pooling: `feats` [B, T, 80], `weights` [B, T] -> `embedding` [B, 192].
-pub const CAMPPLUS_WEIGHTED_FILE: &str = "campplus_weighted.onnx";
-/// sha256 of `models/campplus_weighted.onnx` (models/export_campplus.py).
-pub const CAMPPLUS_WEIGHTED_SHA256: &str =
-    "defd384aab923e7ca8f29665dde8d20fd20ab0ba21f9f84703668b8686dd0082";
+/// CAM++ up to its statistics pooling: `feats` [B, T, 80] -> `frames` [B, 512, T'] (speaker-conditioned
+/// embeddings; the pooling and the rest run in Rust with [`CAMPPLUS_HEAD_FILE`], see [`crate::embed::Head`]).
+pub const CAMPPLUS_TRUNK_FILE: &str = "campplus_trunk.onnx";
+/// sha256 of `models/campplus_trunk.onnx` (models/export_campplus_trunk.py, cut from campplus.onnx).
+pub const CAMPPLUS_TRUNK_SHA256: &str =
+    "1ceaf62f27890a6daf59152609c861903c2ae613bd2b3cc006a410da98460219";
+/// CAM++'s dense layer and batch norm after the pooling (binary layout in models/README.md).
+pub const CAMPPLUS_HEAD_FILE: &str = "campplus_head.bin";
+/// sha256 of `models/campplus_head.bin` (models/export_campplus_trunk.py).
+pub const CAMPPLUS_HEAD_SHA256: &str =
+    "f92993b4262f2b03868fa0c52c9c470ee1837df42adad578911f4b2ca312ac9e";
 /// pyannote segmentation-3.0: `waveform` [B, 1, samples] -> `log_probs` [B, frames, 7].
 pub const SEGMENTATION_FILE: &str = "segmentation-3.0.onnx";
 /// sha256 of `models/segmentation-3.0.onnx` (models/export_segmentation.py).
@@ -169,9 +175,14 @@ pub struct ModelPaths {
 }
 
 impl ModelPaths {
-    /// Path of the weighted-pooling CAM++ variant beside `campplus` (not verified: see [`verify_model`]).
-    pub fn campplus_weighted(&self) -> PathBuf {
-        self.campplus.with_file_name(CAMPPLUS_WEIGHTED_FILE)
+    /// Paths of the CAM++ trunk and head beside `campplus` (speaker-conditioned embeddings), checked against
+    /// their sha256 now (start-up hashes only the models a run uses).
+    pub fn campplus_trunk_and_head(&self) -> Result<(PathBuf, PathBuf)> {
+        let trunk = self.campplus.with_file_name(CAMPPLUS_TRUNK_FILE);
+        let head = self.campplus.with_file_name(CAMPPLUS_HEAD_FILE);
+        verify_model(&trunk, CAMPPLUS_TRUNK_SHA256)?;
+        verify_model(&head, CAMPPLUS_HEAD_SHA256)?;
+        Ok((trunk, head))
     }
 }
 

@@ -50,6 +50,14 @@ fn embedder(models: &ModelPaths) -> Embedder {
     Embedder::new(&models.campplus, 1).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The speaker-conditioned embedder: CAM++ trunk (ONNX) + pooling and head in Rust.
+fn weighted_embedder(models: &ModelPaths) -> Embedder {
+    let (trunk, head) = models
+        .campplus_trunk_and_head()
+        .unwrap_or_else(|e| panic!("{e}"));
+    Embedder::new_weighted(&trunk, &head, 1).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn reference_features_match_pytorch_embedding() {
     let models = setup();
@@ -168,11 +176,8 @@ fn short_or_malformed_input_is_an_error() {
 #[test]
 fn weighted_model_matches_plain_and_follows_weights() {
     let models = setup();
-    let weighted_path = models.campplus_weighted();
-    whospoke::runtime::verify_model(&weighted_path, whospoke::runtime::CAMPPLUS_WEIGHTED_SHA256)
-        .unwrap_or_else(|e| panic!("{e}"));
     let mut plain = embedder(&models);
-    let mut weighted = Embedder::new_weighted(&weighted_path, 1).unwrap_or_else(|e| panic!("{e}"));
+    let mut weighted = weighted_embedder(&models);
     assert!(weighted.is_weighted() && !plain.is_weighted());
 
     let f0 = read_frames("clip0_fbank_raw");
@@ -271,4 +276,78 @@ fn batched_windows_equal_single_windows_bit_for_bit() {
         .embed_batch(&mixed)
         .expect_err("mixed lengths must be refused");
     assert!(err.to_string().contains("one length"), "{err}");
+}
+
+/// The same for the weighted model (speaker-conditioned windows, mode seg): a batch of windows with their own
+/// frame weights gives, bit for bit, each window's embedding alone; the weights act per item (a window whose
+/// second half is weighted out moves away from the unweighted one); bad weights are refused.
+#[test]
+fn batched_weighted_windows_equal_single_windows_bit_for_bit() {
+    let models = setup();
+    let mut emb = weighted_embedder(&models);
+    // Windows straddling the two speakers' clips back to back, each with weights favouring one side.
+    let f0 = read_frames("clip0_fbank_raw");
+    let f1 = read_frames("clip1_fbank_raw");
+    let both: Array2<f32> = concatenate(Axis(0), &[f0.view(), f1.view()]).expect("concat");
+    let mut windows = Vec::new();
+    let mut weights = Vec::new();
+    let mut start = 150;
+    while start + 148 <= 450 {
+        windows.push(both.slice(s![start..start + 148, ..]).to_owned());
+        let w: Vec<f32> = (0..148)
+            .map(|i| if start + i < f0.nrows() { 0.9 } else { 0.02 })
+            .collect();
+        weights.push(w);
+        start += 30;
+    }
+    assert!(windows.len() >= 6, "{} windows", windows.len());
+    let single: Vec<Vec<f32>> = windows
+        .iter()
+        .zip(&weights)
+        .map(|(w, wt)| {
+            emb.embed_weighted(w.view(), ndarray::ArrayView1::from(&wt[..]))
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    for size in [1usize, 2, 3, 4] {
+        for (k, (chunk, wchunk)) in windows.chunks(size).zip(weights.chunks(size)).enumerate() {
+            let views: Vec<_> = chunk.iter().map(|w| w.view()).collect();
+            let wts: Vec<&[f32]> = wchunk.iter().map(|w| &w[..]).collect();
+            let batched = emb
+                .embed_batch_weighted(&views, &wts)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for (i, b) in batched.iter().enumerate() {
+                let s = &single[k * size + i];
+                assert!(
+                    b.iter().zip(s).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "batch of {size}, window {}: cosine {}",
+                    k * size + i,
+                    cosine(b, s)
+                );
+            }
+        }
+    }
+    // Weighting the first speaker's part of a straddling window pulls it towards that speaker.
+    let mut plain = embedder(&models);
+    let e0 = plain.embed(f0.view()).unwrap_or_else(|e| panic!("{e}"));
+    let mid = windows.len() / 2;
+    let unweighted = plain
+        .embed(windows[mid].view())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cosine(&single[mid], &e0) > cosine(&unweighted, &e0) + 0.05,
+        "weighted {} vs unweighted {}",
+        cosine(&single[mid], &e0),
+        cosine(&unweighted, &e0)
+    );
+    let views = [windows[0].view()];
+    assert!(emb
+        .embed_batch_weighted(&views, &[&[0.0; 148][..]])
+        .is_err());
+    assert!(emb
+        .embed_batch_weighted(&views, &[&[1.0; 147][..]])
+        .is_err());
+    assert!(plain
+        .embed_batch_weighted(&views, &[&weights[0][..]])
+        .is_err());
 }
