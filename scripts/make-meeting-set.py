@@ -94,7 +94,8 @@ def pieces_of(dev):
 
 
 def sox(args):
-    subprocess.run(["sox"] + args, check=True, stderr=subprocess.DEVNULL)
+    # -R: repeatable random numbers (the noise), so the set is the same on every run.
+    subprocess.run(["sox", "-R"] + args, check=True, stderr=subprocess.DEVNULL)
 
 
 def build(rng, pieces, uri, tmp, out_dir):
