@@ -288,22 +288,15 @@ impl RttmFile {
     /// Rewrites the file sorted by start time, atomically.
     pub fn finish(mut self) -> Result<()> {
         self.file.flush().map_err(|e| self.err(e))?;
-        let mut turns = std::mem::take(&mut self.turns);
-        turns.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let turns = std::mem::take(&mut self.turns);
         // Consecutive pieces of one speaker's long turn (finalised piece by piece) become one line,
         // and so do one speaker's turns a pause shorter than `join_below` apart.
-        let mut merged: Vec<Turn> = Vec::with_capacity(turns.len());
-        let join = self.join_below.max(1e-6);
-        for t in turns {
-            let cont = merged.iter_mut().rev().take(4).find(|m| {
-                m.speaker == t.speaker && t.start >= m.end - 1e-6 && t.start - m.end < join
-            });
-            match cont {
-                Some(m) => m.end = m.end.max(t.end),
-                None => merged.push(t),
-            }
-        }
-        let turns = merged;
+        let turns = join_pieces(
+            turns,
+            self.join_below,
+            |t| (t.start, t.end, t.speaker.as_str()),
+            |t, end| t.end = end,
+        );
         let tmp = self.path.with_extension("rttm.tmp");
         let write = || -> io::Result<()> {
             let mut f = BufWriter::new(File::create(&tmp)?);
@@ -315,6 +308,36 @@ impl RttmFile {
         };
         write().map_err(|e| self.err(e))
     }
+}
+
+/// Sorts turns by start and joins each into the previous turn of the same speaker (among the last four)
+/// that it touches or follows by a pause shorter than `join_below` seconds: what the `--rttm` file's
+/// rewrite does ([`RttmFile::finish`]), shared with `whospoke tune`'s replays of it. `span` gives
+/// (start, end, speaker), `set_end` extends a turn.
+pub fn join_pieces<T>(
+    mut turns: Vec<T>,
+    join_below: f64,
+    span: impl Fn(&T) -> (f64, f64, &str),
+    set_end: impl Fn(&mut T, f64),
+) -> Vec<T> {
+    turns.sort_by(|a, b| span(a).0.total_cmp(&span(b).0));
+    let join = join_below.max(1e-6);
+    let mut merged: Vec<T> = Vec::with_capacity(turns.len());
+    for t in turns {
+        let (start, end, speaker) = span(&t);
+        let cont = merged.iter_mut().rev().take(4).find(|m| {
+            let (_, m_end, m_speaker) = span(m);
+            m_speaker == speaker && start >= m_end - 1e-6 && start - m_end < join
+        });
+        match cont {
+            Some(m) => {
+                let m_end = span(m).1;
+                set_end(m, m_end.max(end));
+            }
+            None => merged.push(t),
+        }
+    }
+    merged
 }
 
 #[cfg(test)]

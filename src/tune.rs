@@ -186,7 +186,8 @@ pub fn record(audio: &Path, base: &Config, models: &ModelPaths) -> Result<Vec<An
 }
 
 /// Replays recorded messages through a fresh turn stage; returns the final turns as segments (with
-/// the second pass's relabels applied when `turns.second_pass` is set).
+/// the second pass's relabels applied when `turns.second_pass` is set, and then joined as the `--rttm`
+/// file's rewrite joins them).
 pub fn replay(
     msgs: &[Analysis],
     turns: &TurnConfig,
@@ -214,7 +215,18 @@ pub fn replay(
             }
         }
     }
-    Ok(finals.into_iter().map(|(_, s)| s).collect())
+    let segs: Vec<Segment> = finals.into_iter().map(|(_, s)| s).collect();
+    if turns.second_pass.is_some() {
+        // The second pass's labels are what the `--rttm` file holds, and its rewrite joins one
+        // speaker's turns less than `--min-pause` apart (turns the second pass gave one speaker).
+        return Ok(crate::output::join_pieces(
+            segs,
+            turns.min_pause,
+            |s| (s.start, s.end, s.speaker.as_str()),
+            |s, end| s.end = end,
+        ));
+    }
+    Ok(segs)
 }
 
 /// A recorded file ready for replays.

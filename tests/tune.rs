@@ -60,16 +60,28 @@ fn number_after(text: &str, key: &str) -> f64 {
 
 #[test]
 fn tune_recommends_flags_that_reproduce_their_der_and_beat_or_match_the_defaults() {
-    let dir = common::TempDir::new("tune");
+    tune_reproduces(false);
+}
+
+/// With `--second-pass`, tune scores what the `--rttm` file of a run would hold (the second pass's labels,
+/// joined at the end as the file's rewrite joins them), and full runs with `--rttm` give the printed DER.
+#[test]
+fn tune_second_pass_reproduces_the_rttm_files_der() {
+    tune_reproduces(true);
+}
+
+fn tune_reproduces(second_pass: bool) {
+    let dir = common::TempDir::new(if second_pass { "tune2" } else { "tune" });
     let data = dir.path("data");
     std::fs::create_dir_all(&data).unwrap();
     piece(&data, "first", 0.0, SPLIT);
     piece(&data, "second", SPLIT, 66.8);
 
-    let out = bin()
-        .args(["tune", data.to_str().unwrap(), "--latency", LATENCY])
-        .output()
-        .expect("run whospoke tune");
+    let mut args = vec!["tune", data.to_str().unwrap(), "--latency", LATENCY];
+    if second_pass {
+        args.push("--second-pass");
+    }
+    let out = bin().args(&args).output().expect("run whospoke tune");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}");
@@ -92,8 +104,9 @@ fn tune_recommends_flags_that_reproduce_their_der_and_beat_or_match_the_defaults
     let hyp = dir.path("hyp");
     std::fs::create_dir_all(&hyp).unwrap();
     for name in ["first", "second"] {
-        let o = bin()
-            .arg(data.join(format!("{name}.wav")))
+        let rttm = hyp.join(format!("{name}.rttm"));
+        let mut cmd = bin();
+        cmd.arg(data.join(format!("{name}.wav")))
             .args([
                 "--no-tui",
                 "--no-profiles",
@@ -102,11 +115,15 @@ fn tune_recommends_flags_that_reproduce_their_der_and_beat_or_match_the_defaults
                 "--latency",
                 LATENCY,
             ])
-            .args(&flags)
-            .output()
-            .expect("run whospoke");
+            .args(&flags);
+        if second_pass {
+            cmd.arg("--rttm").arg(&rttm);
+        }
+        let o = cmd.output().expect("run whospoke");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        std::fs::write(hyp.join(format!("{name}.rttm")), &o.stdout).unwrap();
+        if !second_pass {
+            std::fs::write(&rttm, &o.stdout).unwrap();
+        }
     }
     let json = dir.path("score.json");
     let st = bin()
