@@ -5,7 +5,8 @@
 //! stages add up to the whole. The throughput line (`thrpt`, "elem/s") is then *seconds of audio per
 //! second of CPU*: 1 / real-time factor of that stage. `embed/window_1.5s*` is one CAM++ call on one
 //! default window; `embed/per_1s_audio` is the two windows the default 0.5 s step embeds per second of
-//! speech.
+//! speech. They use the default configuration's embedder (the CAM++ trunk, weighted pooling and head in
+//! Rust); `embed_campplus/window_1.5s_plain_model` is the whole-graph `campplus.onnx` of `--mode vad`.
 //!
 //! Audio: `BENCH_WAV` or `../shared/eval/dev/dev_00.wav` (16 kHz mono conversation), falling back to
 //! the `tests/data/campplus-ref` clips. The embedding benchmarks need ONNX Runtime
@@ -163,6 +164,13 @@ impl Rng {
     }
 }
 
+/// The embedder of the default configuration (mode seg): the CAM++ trunk with the weighted pooling and head
+/// in Rust. All-ones weights cost the same as any others.
+fn default_embedder(m: &whospoke::runtime::ModelPaths, threads: usize) -> Embedder {
+    let (trunk, head) = m.campplus_trunk_and_head().expect("CAM++ trunk and head");
+    Embedder::new_weighted(&trunk, &head, threads).expect("CAM++ trunk")
+}
+
 fn prepare() -> Material {
     let (audio, name) = load_audio();
     let frames = vad_frames(&audio, &VadConfig::default());
@@ -177,9 +185,7 @@ fn prepare() -> Material {
             None
         }
     };
-    let mut embedder = models
-        .as_ref()
-        .map(|m| Embedder::new(&m.campplus, 1).expect("CAM++ model"));
+    let mut embedder = models.as_ref().map(|m| default_embedder(m, 1));
 
     // The analysis thread (pipeline.rs `analysis_thread`): fbank, windows, embeddings, messages.
     let wcfg = WindowConfig::default();
@@ -417,8 +423,22 @@ fn stages(c: &mut Criterion) {
                 m.name
             );
         } else {
+            // The plain model (--mode vad, --plain-embeddings), for comparison with the default below.
+            {
+                let mut emb = Embedder::new(&models.campplus, 1).expect("CAM++ model");
+                let mut wi = 0usize;
+                g.sample_size(20);
+                g.throughput(Throughput::Elements(1));
+                g.bench_function("embed_campplus/window_1.5s_plain_model", |b| {
+                    b.iter(|| {
+                        wi = (wi + 1) % windows.len();
+                        black_box(emb.embed(windows[wi]).expect("embed"))
+                    })
+                });
+                g.sample_size(100);
+            }
             for threads in [1usize, 2] {
-                let mut emb = Embedder::new(&models.campplus, threads).expect("CAM++ model");
+                let mut emb = default_embedder(models, threads);
                 let mut wi = 0usize;
                 let mut next = || {
                     wi = (wi + 1) % windows.len();
