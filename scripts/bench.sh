@@ -145,6 +145,17 @@ win_per_s = (int(mm.group(4)) / float(mm.group(2))) if mm else 2.0
 mspk = re.search(r"clustering against ([0-9]+) speakers", cerr)
 C = lambda name: crit.get("stage/" + name, float("nan"))
 
+# How fast this machine runs the two models, against the timings in ../shared/notes/models.md (taken on
+# another machine of the same kind: CAM++ 1.5 s window 13 ms, segmentation-3.0 10 s window 22 ms, one thread),
+# so that reports from different days can be compared: the budgets are absolute, machine speed is not.
+cam_w, seg_s = C("embed_campplus/window_1.5s_plain_model"), C("segmentation/1s_audio")
+if cam_w == cam_w and seg_s == seg_s:
+    P(f"Model speed here (stage benchmarks below, one thread): CAM++ {cam_w / 1e6:.1f} ms per 1.5 s window "
+      f"(`campplus.onnx`; {cam_w / 1e6 / 13.0:.1f}x the 13 ms that ../shared/notes/models.md measured), "
+      f"segmentation-3.0 {seg_s / 1e6:.1f} ms per 5 s window (the notes: 22 ms per 10 s window). Every time "
+      "in this report scales with it.")
+    P("")
+
 # ---------------------------------------------------------------------------------------------------------------
 P("## File mode: real-time factor")
 P("")

@@ -642,7 +642,7 @@ fn enroll(a: EnrollArgs) -> Result<ExitCode> {
         .collect();
     let models = whospoke::runtime::locate_models(a.models.as_deref())?;
     whospoke::runtime::init_onnxruntime()?;
-    let mut embedder = whospoke::embed::Embedder::new(&models.campplus, 1)?;
+    let mut embedder = whospoke::embed::Embedder::new(&models.campplus_verified()?, 1)?;
     let new = profiles::enroll(
         &a.name,
         &sources,

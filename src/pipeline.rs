@@ -195,7 +195,9 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
                 .campplus_trunk_and_head()
                 .and_then(|(trunk, head)| Embedder::new_weighted(&trunk, &head, cfg.threads))
         } else {
-            Embedder::new(&models.campplus, cfg.threads)
+            models
+                .campplus_verified()
+                .and_then(|p| Embedder::new(&p, cfg.threads))
         };
         let segmenter = seg
             .map(|h| {

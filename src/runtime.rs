@@ -175,6 +175,13 @@ pub struct ModelPaths {
 }
 
 impl ModelPaths {
+    /// `campplus.onnx` (the whole CAM++ graph: `--mode vad`, `--plain-embeddings`, enrolment), checked
+    /// against its sha256 now.
+    pub fn campplus_verified(&self) -> Result<PathBuf> {
+        verify_model(&self.campplus, CAMPPLUS_SHA256)?;
+        Ok(self.campplus.clone())
+    }
+
     /// Paths of the CAM++ trunk and head beside `campplus` (speaker-conditioned embeddings), checked against
     /// their sha256 now (start-up hashes only the models a run uses).
     pub fn campplus_trunk_and_head(&self) -> Result<(PathBuf, PathBuf)> {
@@ -186,7 +193,9 @@ impl ModelPaths {
     }
 }
 
-/// Finds models/ (explicit dir, WHOSPOKE_MODELS, next to the executable, the compile-time repo path), checks sha256.
+/// Finds models/ (explicit dir, WHOSPOKE_MODELS, next to the executable, the compile-time repo path) and checks
+/// segmentation-3.0's sha256 (the CAM++ files are checked when loaded: [`ModelPaths::campplus_verified`],
+/// [`ModelPaths::campplus_trunk_and_head`]).
 ///
 /// An explicit directory or WHOSPOKE_MODELS is authoritative (no fallback). Otherwise the first candidate
 /// directory holding any of the model files is used.
@@ -227,19 +236,9 @@ pub fn locate_models(explicit: Option<&Path>) -> Result<ModelPaths> {
     };
     let campplus = dir.join(CAMPPLUS_FILE);
     let segmentation = dir.join(SEGMENTATION_FILE);
-    // Hashed side by side (start-up time).
-    let (a, b) = std::thread::scope(|s| {
-        let seg = s.spawn(|| verify_model(&segmentation, SEGMENTATION_SHA256));
-        let cam = verify_model(&campplus, CAMPPLUS_SHA256);
-        (cam, seg.join())
-    });
-    a?;
-    b.unwrap_or_else(|_| {
-        Err(Error::Model {
-            path: segmentation.clone(),
-            why: "checking the checksum panicked".into(),
-        })
-    })?;
+    // Only segmentation-3.0 is hashed here: each run hashes the CAM++ files it loads when it loads them
+    // (the trunk and head in mode seg, campplus.onnx otherwise), so start-up hashes 34 MB, not 62 MB.
+    verify_model(&segmentation, SEGMENTATION_SHA256)?;
     Ok(ModelPaths {
         campplus,
         segmentation,

@@ -657,36 +657,50 @@ fn missing_model_dir() {
     );
 }
 
-/// A truncated model fails its sha256 check at load, with a message on how to restore it.
+/// A truncated model fails its sha256 check at load, with a message on how to restore it: the CAM++ trunk of
+/// the default mode, and `campplus.onnx` of `--mode vad` (each run checks the models it loads).
 #[test]
 fn corrupt_model() {
-    let t = TempDir::new("badmodel");
-    let dir = t.path("models");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["campplus.onnx", "segmentation-3.0.onnx"] {
-        std::fs::copy(format!("{ROOT}/models/{f}"), dir.join(f)).unwrap();
+    for (file, mode) in [("campplus_trunk.onnx", "seg"), ("campplus.onnx", "vad")] {
+        let t = TempDir::new("badmodel");
+        let dir = t.path("models");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "campplus.onnx",
+            "campplus_trunk.onnx",
+            "campplus_head.bin",
+            "segmentation-3.0.onnx",
+        ] {
+            std::fs::copy(format!("{ROOT}/models/{f}"), dir.join(f)).unwrap();
+        }
+        let model = dir.join(file);
+        let len = std::fs::metadata(&model).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&model)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        let p = demo_cut(&t, "one.wav", 11.0, 1.0);
+        let o = run(
+            whospoke(&[
+                "--models",
+                dir.to_str().unwrap(),
+                "--mode",
+                mode,
+                p.to_str().unwrap(),
+            ]),
+            None,
+        );
+        assert_refused(
+            &o,
+            &[
+                model.to_str().unwrap(),
+                "checksum mismatch",
+                "git checkout models/",
+            ],
+        );
     }
-    let model = dir.join("campplus.onnx");
-    let len = std::fs::metadata(&model).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&model)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    let p = demo_cut(&t, "one.wav", 11.0, 1.0);
-    let o = run(
-        whospoke(&["--models", dir.to_str().unwrap(), p.to_str().unwrap()]),
-        None,
-    );
-    assert_refused(
-        &o,
-        &[
-            model.to_str().unwrap(),
-            "checksum mismatch",
-            "git checkout models/",
-        ],
-    );
 }
 
 #[test]
