@@ -1,8 +1,10 @@
 //! Lock-free ring hand-off between pipeline threads.
 //!
 //! A [`ringbuf`] SPSC ring plus two atomics: `closed` (the producer has finished) and the consumer's
-//! thread handle for a wake-up. Consumers poll with a short `park_timeout`, so a producer that
-//! cannot make syscalls (the audio callback) never needs to wake anyone.
+//! thread handle for a wake-up. Every producer of a ring that [`pop_wait`] consumes wakes its consumer
+//! after pushing ([`push_all_blocking`], the microphone relay), so a consumer sleeps until there is
+//! work; its `park_timeout` is only a safety net (a producer that died without closing). The audio
+//! callback, which makes no syscalls, pushes into a ring of its own that the microphone thread polls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -41,8 +43,10 @@ impl RingSignal {
     }
 }
 
-/// How long a consumer sleeps when its ring is empty.
-pub const POLL: Duration = Duration::from_millis(3);
+/// Longest a consumer sleeps on an empty ring without a wake-up. Producers wake their consumer on every
+/// push, so this bounds only how late a consumer notices a producer that died without closing; a short
+/// poll here (it was 3 ms) costs a context switch per thread every few milliseconds for nothing.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// Creates a ring of `capacity` items with its signal.
 pub fn ring<T>(capacity: usize) -> (HeapProd<T>, HeapCons<T>, Arc<RingSignal>) {
