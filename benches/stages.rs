@@ -507,6 +507,19 @@ fn stages(c: &mut Criterion) {
                     )
                 })
             });
+            // Two consecutive windows in one call, as a file run ahead of the model batches them
+            // (`segment::MAX_BATCH`): two seconds of audio per iteration.
+            let mut pair: Vec<f32> = Vec::with_capacity(2 * window);
+            g.bench_function("segmentation/batch2_windows", |b| {
+                b.iter(|| {
+                    si = (si + 1) % starts.len();
+                    let a = starts[si].min(m.audio.len() - window - SR);
+                    pair.clear();
+                    pair.extend_from_slice(&m.audio[a..a + window]);
+                    pair.extend_from_slice(&m.audio[a + SR..a + SR + window]);
+                    black_box(seg.run_batch(&pair, window).expect("segmentation").len())
+                })
+            });
             let lp = seg
                 .run(&m.audio[..window])
                 .expect("segmentation")

@@ -228,11 +228,17 @@ if crit:
             emb_w = b4
             cam_label = (f"CAM++ embedding ({win_per_s:.2f} windows/s, 4 per call as with a backlog; windows of "
                          f"odd lengths, at short regions, still go one per call)")
+        seg_ns, seg_label = C("segmentation/1s_audio"), "segmentation-3.0 (one 5 s window per second; mode seg)"
+        s2 = C("segmentation/batch2_windows") / 2
+        if s2 == s2:
+            # File mode: the segmentation thread runs windows two per call (segment::MAX_BATCH).
+            seg_ns = s2
+            seg_label = "segmentation-3.0 (one 5 s window per second, 2 per call as with a backlog; mode seg)"
         stages = [
             ("VAD (webrtc-vad + smoother)", C("vad_webrtc_smoother/1s_audio")),
             ("fbank (streaming) + window features", C("fbank_streaming/1s_audio")),
             (cam_label, emb_w * win_per_s),
-            ("segmentation-3.0 (one 5 s window per second; mode seg)", C("segmentation/1s_audio")),
+            (seg_label, seg_ns),
             ("segmentation activity onto ticks", C("segmentation_activity/1s_audio")),
             ("turns (clustering, labels, events)", C("turns_tracker/1s_audio")),
             ("ring hand-offs (input ring at 16 kHz mono ≈ 1/6 of the 48 kHz stereo benchmark; VAD frames)",
@@ -252,7 +258,6 @@ if crit:
         P(f"| **sum of stages** | {fmt_t(tot)} | {100 * tot / wall_per_s:.1f} % |")
         P(f"| other | {fmt_t(wall_per_s - tot)} | {100 * (wall_per_s - tot) / wall_per_s:.1f} % |")
         P("")
-        seg_ns = C("segmentation/1s_audio")
         cam_ns = emb_w * win_per_s
         model_ns = cam_ns + (seg_ns if seg_ns == seg_ns else 0.0)
         # The two models run on two threads (analysis: fbank + CAM++; segmentation): on 2+ cores the wall-time floor
@@ -271,6 +276,13 @@ if crit:
             P(f"CAM++ batching (`WindowBatcher`, pipeline.rs): one 1.5 s window alone costs {fmt_t(single)}; four in "
               f"one call {fmt_t(4 * b4)}, i.e. {fmt_t(b4)} per window ({b4 / single:.2f}x). The batched embeddings "
               f"are bit-for-bit the single ones (`tests/embedding_parity.rs`), so the labels do not change.")
+            P("")
+        seg1 = C("segmentation/1s_audio")
+        if th == 1 and s2 == s2 and seg1 == seg1:
+            P(f"Segmentation batching (`SlidingSegmentation::push`, segment.rs): one 5 s window alone costs "
+              f"{fmt_t(seg1)}; two in one call {fmt_t(2 * s2)}, i.e. {fmt_t(s2)} per window ({s2 / seg1:.2f}x: the "
+              f"LSTMs multiply matrices instead of vectors). Bit-for-bit the single results "
+              f"(`tests/segmentation.rs`), so the labels do not change; live, one window completes at a time.")
             P("")
 else:
     P("No criterion results (see the stage benchmarks section).")
@@ -516,6 +528,9 @@ if crit:
         if n.startswith("embed_campplus/batch4"):
             per_s = ns / 4 * win_per_s
             note = f" (one call embeds 4 windows: / 4 × {win_per_s:.2f} windows/s)"
+        elif n == "segmentation/batch2_windows":
+            per_s = ns / 2
+            note = " (one call segments 2 windows, 2 s of audio at the 1 s step: / 2)"
         elif n.startswith("embed_campplus/window"):
             per_s = ns * win_per_s
             note = f" (× {win_per_s:.2f} windows/s)"

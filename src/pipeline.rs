@@ -901,7 +901,10 @@ fn segmentation_thread(
     locals_tx: Option<Sender<SegLocals>>,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let mut frames = vec![VadFrame::default(); 32];
+    // Up to SEG_POP_FRAMES frames at a time: live, one frame is waiting; a file read ahead of the model
+    // fills the pop, and its windows run batched (`SlidingSegmentation::push`).
+    let mut frames = vec![VadFrame::default(); SEG_POP_FRAMES];
+    let mut audio: Vec<f32> = Vec::new();
     let never = AtomicBool::new(false);
     let mut load = LoadMeter::new(Stage::Segmentation);
     let mut result = Ok(());
@@ -920,34 +923,42 @@ fn segmentation_thread(
     while let Some(n) = ring::pop_wait(&mut cons, &mut frames, sig_in) {
         let t0 = Instant::now();
         if !failed {
+            audio.clear();
             for f in &frames[..n] {
                 crate::fault::hit(
                     crate::fault::Stage::Segmentation,
                     f.start as f64 / SAMPLE_RATE as f64,
                 );
-                match seg.push(f.audio()) {
-                    Ok(windows) => {
-                        for w in windows {
-                            if let Some(ltx) = &locals_tx {
-                                // The analysis thread may be gone (it ended on an error); frames still flow.
-                                let _ = ltx.send(SegLocals::from_log_probs(
-                                    w.start,
-                                    w.len,
-                                    w.log_probs.view(),
-                                ));
-                            }
-                            send(act.add_window(w.start, w.len, w.log_probs.view()), f.end());
+                audio.extend_from_slice(f.audio());
+                load.audio += f.len as u64;
+            }
+            match seg.push(&audio) {
+                Ok(windows) => {
+                    for w in windows {
+                        if let Some(ltx) = &locals_tx {
+                            // The analysis thread may be gone (it ended on an error); frames still flow.
+                            let _ = ltx.send(SegLocals::from_log_probs(
+                                w.start,
+                                w.len,
+                                w.log_probs.view(),
+                            ));
                         }
-                    }
-                    Err(e) => {
-                        // Stop the source; keep passing frames on so every stage can end.
-                        result = Err(e);
-                        failed = true;
-                        stop.store(true, Ordering::SeqCst);
-                        break;
+                        // Visible from the end of the frame that completed the window, as if the frames
+                        // had come one by one.
+                        let done = frames[..n]
+                            .iter()
+                            .map(|f| f.end())
+                            .find(|&e| e as i64 >= w.end())
+                            .unwrap_or_else(|| frames[n - 1].end());
+                        send(act.add_window(w.start, w.len, w.log_probs.view()), done);
                     }
                 }
-                load.audio += f.len as u64;
+                Err(e) => {
+                    // Stop the source; keep passing frames on so every stage can end.
+                    result = Err(e);
+                    failed = true;
+                    stop.store(true, Ordering::SeqCst);
+                }
             }
         }
         load.add(t0.elapsed(), &tx);
@@ -973,6 +984,9 @@ const MAX_BATCH: usize = 4;
 /// VAD frames taken from the ring at once; with a backlog (files, or after a stall) this many frames hold
 /// several windows, which are then embedded in batches.
 const POP_FRAMES: usize = 256;
+/// Frames the segmentation thread takes at once: 4 s of 30 ms frames, four 1 s steps (batched by
+/// `segment::MAX_BATCH` windows per model call when a file runs ahead).
+const SEG_POP_FRAMES: usize = 134;
 
 /// Messages of one popped chunk, held back in stream order until the chunk's windows are embedded.
 #[derive(Default)]

@@ -303,3 +303,57 @@ fn sliding_windows_on_real_audio() {
         "padding: {silent}/{pad_frames} silent"
     );
 }
+
+/// Batching windows (a file read ahead of the model: several windows complete in one push and run in one
+/// model call, `segment::MAX_BATCH` at a time) gives exactly the results of one window per call: the labels
+/// of a file run do not depend on how far ahead of the model its reader got.
+#[test]
+fn batched_windows_equal_single_windows_bit_for_bit() {
+    let models = setup();
+    let cfg = SlidingConfig {
+        window: 5 * SR,
+        step: SR,
+        pad_start: true,
+    };
+    let demo = read_demo();
+    let audio = &demo[..30 * SR];
+    // One 30 ms frame per push, as live: never more than one window per call.
+    let mut one = SlidingSegmentation::new(segmenter(&models, 1), cfg).unwrap();
+    let mut singles = Vec::new();
+    for chunk in audio.chunks(480) {
+        let got = one.push(chunk).unwrap_or_else(|e| panic!("{e}"));
+        assert!(got.len() <= 1);
+        singles.extend(got);
+    }
+    // Everything in one push: 30 windows, run two per model call.
+    let mut all = SlidingSegmentation::new(segmenter(&models, 1), cfg).unwrap();
+    let batched = all.push(audio).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(singles.len(), 30);
+    assert_eq!(batched.len(), singles.len());
+    for (a, b) in singles.iter().zip(&batched) {
+        assert_eq!((a.start, a.len), (b.start, b.len));
+        let (x, y) = (
+            a.log_probs.as_slice().unwrap(),
+            b.log_probs.as_slice().unwrap(),
+        );
+        let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
+        assert!(same, "window at {}: batched log-probs differ", a.start);
+    }
+    // The direct batch call agrees with direct single calls too (windows of real speech, not padding).
+    let mut seg = segmenter(&models, 1);
+    let wins: Vec<f32> = audio[10 * SR..20 * SR].to_vec();
+    let pair = seg
+        .run_batch(&wins, 5 * SR)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pair.len(), 2);
+    for (k, lp) in pair.iter().enumerate() {
+        let single = seg
+            .run(&wins[k * 5 * SR..(k + 1) * 5 * SR])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .log_probs()
+            .to_owned();
+        assert_eq!(lp, &single, "window {k}");
+    }
+    // A batch that is not whole windows is refused, not misread.
+    assert!(seg.run_batch(&wins[..5 * SR + 7], 5 * SR).is_err());
+}
