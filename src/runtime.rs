@@ -238,6 +238,13 @@ pub fn locate_models(explicit: Option<&Path>) -> Result<ModelPaths> {
     let segmentation = dir.join(SEGMENTATION_FILE);
     // Only segmentation-3.0 is hashed here: each run hashes the CAM++ files it loads when it loads them
     // (the trunk and head in mode seg, campplus.onnx otherwise), so start-up hashes 34 MB, not 62 MB.
+    // A missing campplus.onnx is still reported here, first, as before.
+    std::fs::metadata(&campplus).map_err(|e| Error::Model {
+        path: campplus.clone(),
+        why: format!(
+            "missing ({e}): restore it with `git checkout models/` or re-run models/export_*.py"
+        ),
+    })?;
     verify_model(&segmentation, SEGMENTATION_SHA256)?;
     Ok(ModelPaths {
         campplus,
