@@ -258,12 +258,33 @@ pub fn open_file(path: &Path) -> Result<Box<dyn AudioSource>> {
     Ok(Box::new(src))
 }
 
+thread_local! {
+    /// Set while this thread runs inside [`quiet_catch_unwind`].
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+
+/// Whether a panic on the current thread now is one that [`quiet_catch_unwind`] catches and the caller reports
+/// (a decoder bug on hostile input): panic hooks print nothing for it.
+pub fn panic_is_quiet() -> bool {
+    QUIET_PANICS.with(|q| q.get())
+}
+
 /// `catch_unwind` without the panic hook's message and backtrace on stderr (the caller reports the failure).
+/// Per thread: the hook is wrapped once to stay silent for this thread's caught panics only. (Swapping the
+/// process-wide hook for the call, as this once did, silenced a real panic on another thread meanwhile.)
 fn quiet_catch_unwind<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    QUIET_HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !panic_is_quiet() {
+                prev(info)
+            }
+        }));
+    });
+    let was = QUIET_PANICS.with(|q| q.replace(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
+    QUIET_PANICS.with(|q| q.set(was));
     r
 }
 

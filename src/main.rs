@@ -326,6 +326,9 @@ fn main() -> ExitCode {
 fn one_line_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if whospoke::decode::panic_is_quiet() {
+            return; // a decoder panic that decode catches and reports as an error
+        }
         if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| !v.is_empty() && v != "0") {
             return default(info);
         }
