@@ -67,6 +67,10 @@ pub trait AudioSource: Send {
     fn name(&self) -> &str;
     /// Appends interleaved f32 samples; returns the number of frames appended; Ok(0) = end of input.
     fn read(&mut self, out: &mut Vec<f32>) -> Result<usize>;
+    /// Length of the input in seconds, when its header declares it (files; not stdin).
+    fn duration(&self) -> Option<f64> {
+        None
+    }
 }
 
 fn bad(what: &str, why: impl Into<String>) -> Error {
@@ -544,6 +548,10 @@ impl FileSource {
 }
 
 impl AudioSource for FileSource {
+    fn duration(&self) -> Option<f64> {
+        let frames = self.expected_frames?;
+        (self.format.sample_rate > 0).then(|| frames as f64 / f64::from(self.format.sample_rate))
+    }
     fn format(&self) -> InputFormat {
         self.format
     }

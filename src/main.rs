@@ -1,6 +1,6 @@
 //! whospoke command line: a thin layer over the library pipeline.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use whospoke::analysis::{SegConfig, WindowConfig};
 use whospoke::cluster::ClusterConfig;
 use whospoke::decode::{self, InputFormat, RawSampleFormat};
 use whospoke::events::Event;
-use whospoke::output::{Format, LabelWriter, RttmFile, SinkError};
+use whospoke::output::{Format, LabelWriter, Progress, RttmFile, SinkError};
 use whospoke::pipeline::{self, Config, Source};
 use whospoke::turns::{SpeechSource, TurnConfig};
 use whospoke::vad::VadConfig;
@@ -185,6 +185,10 @@ struct RunArgs {
     /// Never show the dashboard.
     #[arg(long)]
     no_tui: bool,
+    /// No progress line on stderr (shown while a file or stdin runs faster than real time, stderr is a
+    /// terminal and the labels go to a file).
+    #[arg(long)]
+    no_progress: bool,
 
     /// stdin: sample rate of the raw PCM.
     #[arg(long, default_value_t = 16000, value_name = "HZ")]
@@ -377,7 +381,7 @@ fn init_logging(verbose: u8, file: Option<std::fs::File>) {
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(f))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => builder.with_writer(|| LogWriter).try_init(),
     };
 }
 
@@ -850,6 +854,18 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
             }
         }
     };
+    let progress = match &source {
+        Source::Stream { source, .. } if progress_wanted(&a, live, tui.is_some()) => {
+            let name = match a.input.as_deref() {
+                Some("-") | None => "stdin".to_string(),
+                Some(path) => Path::new(path)
+                    .file_name()
+                    .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned()),
+            };
+            Some(Progress::new(&name, source.duration()))
+        }
+        _ => None,
+    };
     let rttm = match &a.rttm {
         Some(p) => Some(RttmFile::create(p, &uri)?.join_pauses_below(a.min_pause)),
         None => None,
@@ -870,7 +886,7 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
     let labels_to_stdout = !matches!(tui, Some(None));
     let writer = labels_to_stdout.then(|| LabelWriter::new(std::io::stdout(), format, &uri));
     let (result, rttm) = match tui {
-        None => pump(&running.events, &running.stop, writer, rttm, None),
+        None => pump(&running.events, &running.stop, writer, rttm, None, progress),
         Some(tty) => {
             let (tx, rx) = crossbeam_channel::unbounded();
             let exit_on_end = Arc::new(AtomicBool::new(live));
@@ -881,7 +897,7 @@ fn diarize(a: RunArgs) -> Result<ExitCode> {
             let (events, stop) = (running.events.clone(), running.stop.clone());
             let sink = std::thread::Builder::new()
                 .name("sinks".into())
-                .spawn(move || pump(&events, &stop, writer, rttm, Some(tx)))
+                .spawn(move || pump(&events, &stop, writer, rttm, Some(tx), None))
                 .context("cannot start the output thread")?;
             let opts = whospoke::tui::TuiOptions {
                 input_name: uri.clone(),
@@ -1014,10 +1030,16 @@ fn pump(
     mut writer: Option<LabelWriter<std::io::Stdout>>,
     mut rttm: Option<RttmFile>,
     dashboard: Option<crossbeam_channel::Sender<Event>>,
+    mut progress: Option<Progress>,
 ) -> (Result<()>, Option<RttmFile>) {
     let mut first_error: Option<anyhow::Error> = None;
     let request_stop = || stop.store(true, Ordering::SeqCst);
     for ev in events.iter() {
+        if let Some(p) = progress.as_mut() {
+            if let Some(text) = p.update(&ev) {
+                draw_progress(&text, p.shown());
+            }
+        }
         if let Some(f) = rttm.as_mut() {
             if let Err(e) = f.write(&ev) {
                 if first_error.is_none() {
@@ -1054,5 +1076,55 @@ fn pump(
     if let Some(w) = writer.as_mut() {
         let _ = w.flush();
     }
+    if progress.is_some_and(|p| p.shown()) {
+        draw_progress("\r\x1b[K", false);
+    }
     (first_error.map_or(Ok(()), Err), rttm)
+}
+
+/// Set while the progress line is on stderr: a log line clears it first ([`LogWriter`]).
+static PROGRESS_ON_SCREEN: AtomicBool = AtomicBool::new(false);
+
+fn draw_progress(text: &str, on_screen_after: bool) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(text.as_bytes());
+    let _ = e.flush();
+    PROGRESS_ON_SCREEN.store(on_screen_after, Ordering::SeqCst);
+}
+
+/// stderr for `tracing`, erasing the progress line before a log line is written over it.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut e = std::io::stderr().lock();
+        if PROGRESS_ON_SCREEN.swap(false, Ordering::SeqCst) {
+            e.write_all(b"\r\x1b[K")?;
+        }
+        e.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Whether a progress line suits this run: not live, no dashboard, stderr on a terminal, and stdout
+/// redirected to a file or /dev/null (not a pipe, whose reader may print on the same terminal).
+fn progress_wanted(a: &RunArgs, live: bool, dashboard: bool) -> bool {
+    if a.no_progress || live || dashboard || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    let out = std::io::stdout();
+    if out.is_terminal() {
+        return false;
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let fd = std::os::fd::AsFd::as_fd(&out);
+    match fd.try_clone_to_owned().map(std::fs::File::from) {
+        Ok(f) => f
+            .metadata()
+            .map(|m| m.file_type().is_file() || m.file_type().is_char_device())
+            .unwrap_or(false),
+        Err(_) => false,
+    }
 }

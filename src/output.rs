@@ -340,6 +340,99 @@ pub fn join_pieces<T>(
     merged
 }
 
+/// The one-line progress report on stderr while a recording is processed faster than real time with its
+/// labels redirected (`whospoke meeting.wav --format rttm > meeting.rttm`): how much of the input is done,
+/// the speed, and how many speakers so far. Fed every event; [`Progress::update`] returns the line to
+/// draw at most every `every` of wall time (and always at the end, to clear it).
+pub struct Progress {
+    input: String,
+    total: Option<f64>,
+    started: std::time::Instant,
+    last_draw: Option<std::time::Instant>,
+    every: std::time::Duration,
+    processed: f64,
+    speakers: usize,
+}
+
+impl Progress {
+    /// `total` = the input's length in seconds, if known.
+    pub fn new(input: &str, total: Option<f64>) -> Self {
+        Progress {
+            input: input.to_string(),
+            total: total.filter(|t| t.is_finite() && *t > 0.0),
+            started: std::time::Instant::now(),
+            last_draw: None,
+            every: std::time::Duration::from_millis(250),
+            processed: 0.0,
+            speakers: 0,
+        }
+    }
+
+    /// Takes one event; returns what to write to stderr now, if anything: `\r` + the line + erase to the
+    /// end of the line, or, at the end of the stream, just the erase (the line disappears).
+    pub fn update(&mut self, ev: &Event) -> Option<String> {
+        match ev {
+            Event::End { .. } => {
+                return self.last_draw.take().map(|_| "\r\x1b[K".to_string());
+            }
+            Event::Speaker { .. } => self.speakers += 1,
+            _ => {}
+        }
+        self.processed = self.processed.max(ev.time());
+        let now = std::time::Instant::now();
+        if self.last_draw.is_some_and(|t| now - t < self.every) {
+            return None;
+        }
+        self.last_draw = Some(now);
+        let wall = (now - self.started).as_secs_f64();
+        Some(format!("\r{}\x1b[K", self.line(wall)))
+    }
+
+    /// True while a progress line is on the screen (a log line must clear it first).
+    pub fn shown(&self) -> bool {
+        self.last_draw.is_some()
+    }
+
+    /// The progress text after `wall` seconds of processing.
+    pub fn line(&self, wall: f64) -> String {
+        let mut s = match self.total {
+            Some(total) => format!(
+                "whospoke: {} / {} of {} ({:.0} %)",
+                short_clock(self.processed),
+                short_clock(total),
+                self.input,
+                (100.0 * self.processed / total).clamp(0.0, 100.0)
+            ),
+            None => format!(
+                "whospoke: {} of {}",
+                short_clock(self.processed),
+                self.input
+            ),
+        };
+        if wall >= 0.5 && self.processed > 0.0 {
+            s.push_str(&format!(", {:.0}x real time", self.processed / wall));
+            if let Some(total) = self.total {
+                let left = (total - self.processed).max(0.0) * wall / self.processed;
+                s.push_str(&format!(", {} left", short_clock(left)));
+            }
+        }
+        let n = self.speakers;
+        s.push_str(&format!(", {n} speaker{}", if n == 1 { "" } else { "s" }));
+        s
+    }
+}
+
+/// `m:ss` (or `h:mm:ss` from an hour on), whole seconds.
+fn short_clock(t: f64) -> String {
+    let t = t.max(0.0).round() as u64;
+    let (h, m, s) = (t / 3600, t / 60 % 60, t % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,5 +572,53 @@ mod tests {
         assert!(joined.contains(" 3.500 0.500 <NA> <NA> S1 "), "{joined}");
         assert_eq!(lines(0.0).lines().count(), 3);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn progress_line_counts_time_speed_and_speakers_and_is_erased_at_the_end() {
+        let mut p = Progress::new("meeting.wav", Some(3725.0));
+        // The first event draws at once; the next ones within 250 ms do not.
+        let first = p
+            .update(&turn(1, "S1", 0.5, 2.0, Status::Tentative))
+            .unwrap();
+        assert!(
+            first.starts_with("\rwhospoke: 0:02 / 1:02:05 of meeting.wav (0 %)"),
+            "{first:?}"
+        );
+        assert!(first.ends_with("0 speakers\x1b[K"), "{first:?}");
+        let spk = Event::Speaker {
+            time: 2.5,
+            speaker: "S1".into(),
+        };
+        assert_eq!(p.update(&spk), None);
+        assert!(p.shown());
+        p.processed = 1862.5;
+        // Half the input in 62 s of wall time: 30x real time, about a minute left.
+        assert_eq!(
+            p.line(62.0),
+            "whospoke: 31:03 / 1:02:05 of meeting.wav (50 %), 30x real time, 1:02 left, 1 speaker"
+        );
+        assert_eq!(
+            p.update(&Event::End {
+                time: 3725.0,
+                speakers: vec!["S1".into()],
+                dropped_samples: 0,
+            }),
+            Some("\r\x1b[K".to_string())
+        );
+        assert!(!p.shown());
+        // Unknown length (stdin), two speakers, too early to know the speed.
+        let mut q = Progress::new("stdin", None);
+        q.speakers = 2;
+        q.processed = 75.0;
+        assert_eq!(q.line(0.2), "whospoke: 1:15 of stdin, 2 speakers");
+        // Nothing drawn, nothing to erase.
+        let mut r = Progress::new("x.wav", None);
+        let end = Event::End {
+            time: 0.0,
+            speakers: vec![],
+            dropped_samples: 0,
+        };
+        assert_eq!(r.update(&end), None);
     }
 }

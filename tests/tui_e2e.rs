@@ -219,3 +219,64 @@ fn dashboard_restores_the_terminal_when_a_worker_panics() {
         assert!(end <= 12.5, "turn after the panic: {l}");
     }
 }
+
+/// A file run with its labels redirected to a file shows a progress line on the terminal (stderr), which
+/// moves forward and is erased at the end; the labels file gets only RTTM.
+#[test]
+fn a_file_run_to_a_redirected_stdout_shows_progress_then_erases_it() {
+    let tmp = TempDir::new("progress");
+    let exit_file = tmp.path("exit");
+    let out = tmp.path("out.rttm");
+    let tmux = Tmux {
+        socket: format!("whospoke-e2e-progress-{}", std::process::id()),
+    };
+    let wav = repo().join("../shared/eval/dev/dev_05.wav");
+    let cmd = format!(
+        "{} {} --format rttm --no-profiles > {}; echo EXIT=$? > {}; sleep 60",
+        env!("CARGO_BIN_EXE_whospoke"),
+        wav.display(),
+        out.display(),
+        exit_file.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "dash",
+        "-x",
+        "120",
+        "-y",
+        "10",
+        &cmd,
+    ]);
+    let seen = tmux.wait_for(Duration::from_secs(60), |s| s.contains(" left, "));
+    let line = seen
+        .lines()
+        .find(|l| l.starts_with("whospoke: "))
+        .unwrap_or_else(|| panic!("no progress line:\n{seen}"));
+    assert!(line.contains(" / 3:38 of dev_05.wav ("), "{line}");
+    assert!(
+        line.contains("x real time") && line.contains(" left, "),
+        "{line}"
+    );
+    let t0 = Instant::now();
+    while !exit_file.exists() && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        std::fs::read_to_string(&exit_file).unwrap().trim(),
+        "EXIT=0"
+    );
+    let screen = tmux.screen();
+    assert!(
+        screen.trim().is_empty(),
+        "progress line left on the terminal:\n{screen}"
+    );
+    let rttm = std::fs::read_to_string(&out).unwrap();
+    assert!(rttm.lines().count() > 50, "{rttm}");
+    assert!(
+        rttm.lines().all(|l| l.starts_with("SPEAKER dev_05 1 ")),
+        "{rttm}"
+    );
+}
