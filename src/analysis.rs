@@ -23,6 +23,12 @@ pub struct WindowConfig {
     pub min_window: f64,
     /// Windows shorter than this do not update centroids, seconds.
     pub trusted_window: f64,
+    /// Shared-trunk embeddings (mode seg, opt-in): the CAM++ trunk runs once over consecutive chunks of
+    /// speech with this much context on each side (seconds), and each window pools the trunk frames it
+    /// covers ([`TrunkTiling`], `crate::embed::TrunkFrames`); a window's embedding then waits this long for
+    /// the context after it. About 0.55x the embedding work, slightly less accurate (docs/accuracy.md).
+    /// None (default): each window goes through the whole network alone.
+    pub trunk_margin: Option<f64>,
 }
 
 impl Default for WindowConfig {
@@ -32,6 +38,7 @@ impl Default for WindowConfig {
             step: 0.5,
             min_window: 0.5,
             trusted_window: 1.0,
+            trunk_margin: None,
         }
     }
 }
@@ -50,6 +57,13 @@ impl WindowConfig {
                 "window must be at most 10 s, not {}",
                 self.window
             )));
+        }
+        if let Some(m) = self.trunk_margin {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(Error::Config(format!(
+                    "trunk margin must be between 0 and 1 s, not {m}"
+                )));
+            }
         }
         if !(self.step >= 0.05 && self.step <= self.window) {
             return Err(Error::Config(format!(
@@ -191,6 +205,57 @@ impl FbankHistory {
     }
 }
 
+/// One trunk chunk of the shared-trunk embeddings: the trunk runs over fbank frames [start, end) and its
+/// output frames centred in [valid_from, valid_to) are kept (the rest is context: `margin` frames on each
+/// side, so every kept frame saw some audio beyond it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrunkChunk {
+    pub start: u64,
+    pub end: u64,
+    pub valid_from: u64,
+    pub valid_to: u64,
+}
+
+/// Plans shared-trunk chunks (pure logic): the trunk's kept frames tile each speech region's windows
+/// without overlap, a new chunk per window covering what earlier windows did not (about one window step),
+/// plus `margin` fbank frames of context on both sides. With 1.5 s windows every 0.5 s, each fbank frame
+/// goes through the trunk about (0.5 + 2 x margin) / 0.5 times instead of 3 times.
+#[derive(Debug, Clone)]
+pub struct TrunkTiling {
+    margin: u64,
+    /// Fbank frames before this are tiled.
+    tiled_until: u64,
+}
+
+impl TrunkTiling {
+    /// `margin`: context on each side of a chunk, fbank frames.
+    pub fn new(margin: u64) -> Self {
+        Self {
+            margin,
+            tiled_until: 0,
+        }
+    }
+
+    /// The chunk a window over fbank frames [first, end) needs (None when earlier chunks cover it). The
+    /// chunk's start is even, so its trunk frames sit on even fbank frames.
+    pub fn plan(&mut self, first: u64, end: u64) -> Option<TrunkChunk> {
+        let valid_from = self.tiled_until.max(first);
+        // Kept frames are centred on even fbank frames.
+        let valid_from = valid_from + (valid_from % 2);
+        if end <= valid_from {
+            return None;
+        }
+        self.tiled_until = end;
+        let start = valid_from.saturating_sub(self.margin);
+        Some(TrunkChunk {
+            start: start - (start % 2),
+            end: end + self.margin,
+            valid_from,
+            valid_to: end,
+        })
+    }
+}
+
 /// Fbank + window bookkeeping for the analysis thread (the model call is done by the caller).
 pub struct FeatureTracker {
     fbank: StreamingFbank,
@@ -226,6 +291,28 @@ impl FeatureTracker {
     /// Closes the stream at sample `end`.
     pub fn finish(&mut self, end: u64) -> Option<WindowSpan> {
         self.scheduler.close(end)
+    }
+
+    /// Fbank frames computed so far (frames 0..this exist; the oldest may be forgotten).
+    pub fn frames_available(&self) -> u64 {
+        self.history.first + self.history.frames.len() as u64
+    }
+
+    /// Copies the raw fbank frames [start, end) that the history still holds into `out` (row-major);
+    /// returns (index of the first frame copied, count).
+    pub fn copy_frames(&self, start: u64, end: u64, out: &mut Vec<f32>) -> (u64, usize) {
+        out.clear();
+        let lo = start.max(self.history.first);
+        let hi = end.min(self.frames_available());
+        for i in lo..hi {
+            out.extend_from_slice(&self.history.frames[(i - self.history.first) as usize]);
+        }
+        (lo, hi.saturating_sub(lo) as usize)
+    }
+
+    /// Whether `span` is long enough for its window to update centroids.
+    pub fn trusted(&self, span: WindowSpan) -> bool {
+        span.end - span.start >= self.trusted
     }
 
     /// The fbank frames of `span` as a [frames, 80] view, and whether the span is long enough to trust.
@@ -320,6 +407,36 @@ mod tests {
         assert_eq!(n, 8);
         assert_eq!(out[0], 10.0);
         assert_eq!(out[(n - 1) * NUM_BINS], 17.0);
+    }
+
+    /// Windows of a region (1.5 s every ~0.5 s) get chunks whose kept frames tile the region once, each
+    /// with the margin of context on both sides and an even start; a window already covered gets none;
+    /// a new region starts a new tiling.
+    #[test]
+    fn trunk_tiling_covers_each_frame_once_with_context() {
+        let mut t = TrunkTiling::new(16);
+        let windows = [(101, 151), (101, 202), (101, 253), (105, 303), (156, 303)];
+        let chunks: Vec<Option<TrunkChunk>> = windows.iter().map(|&(a, b)| t.plan(a, b)).collect();
+        let c: Vec<TrunkChunk> = chunks.iter().flatten().copied().collect();
+        assert_eq!(chunks[4], None, "the last window is already covered");
+        assert_eq!(c.len(), 4);
+        // Kept frames: even centres from the region's first even frame, without gaps or overlap.
+        assert_eq!(c[0].valid_from, 102);
+        for w in c.windows(2) {
+            assert!(w[1].valid_from >= w[0].valid_to && w[1].valid_from <= w[0].valid_to + 1);
+        }
+        assert_eq!(c[3].valid_to, 303);
+        for k in &c {
+            assert_eq!(k.start % 2, 0);
+            assert!(k.valid_from - k.start >= 16 && k.valid_from - k.start <= 17);
+            assert_eq!(k.end, k.valid_to + 16);
+        }
+        // A later region: tiled from its own start.
+        let n = t.plan(500, 550).expect("new region");
+        assert_eq!(
+            (n.valid_from, n.valid_to, n.start, n.end),
+            (500, 550, 484, 566)
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 //! Input: raw Kaldi log-mel fbank frames [T, 80] from [`crate::fbank`]; the per-bin mean over exactly those T
 //! frames is subtracted here (what CAM++ was trained with). Output: a 192-d embedding, not normalised.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use ndarray::{ArrayView1, ArrayView2};
@@ -257,6 +258,66 @@ impl Embedder {
         result
     }
 
+    /// Runs the trunk alone on chunks of equal length (shared-trunk embeddings, [`TrunkFrames`]): `chunks[i]`
+    /// is a raw fbank [T, 80] (T >= 10), mean-normalised over its own frames as a window is. Writes the trunk's
+    /// frames [n, channels, T'] into `out` (row-major) and returns T' ([`pooled_len`]). Needs
+    /// [`Embedder::new_weighted`]. Batch-invariant like [`Embedder::embed_batch_weighted`].
+    pub fn trunk_batch(&mut self, chunks: &[ArrayView2<f32>], out: &mut Vec<f32>) -> Result<usize> {
+        let Some(channels) = self.head.as_ref().map(Head::channels) else {
+            return Err(Error::Inference(
+                "shared-trunk embeddings need the CAM++ trunk and head (Embedder::new_weighted)"
+                    .into(),
+            ));
+        };
+        let Some(first) = chunks.first() else {
+            out.clear();
+            return Ok(0);
+        };
+        let t = first.nrows();
+        if let Some(c) = chunks.iter().find(|c| c.nrows() != t) {
+            return Err(Error::Inference(format!(
+                "CAM++ trunk batch: chunks of {t} and {} frames (one batch needs one length)",
+                c.nrows()
+            )));
+        }
+        let mut all = std::mem::take(&mut self.batch);
+        all.clear();
+        let n = chunks.len();
+        let result = (|| {
+            for c in chunks {
+                self.prepare(*c)?;
+                all.extend_from_slice(&self.feats);
+            }
+            let ierr = |e: ort::Error| Error::Inference(format!("CAM++ trunk: {e}"));
+            let feats = TensorRef::from_array_view(([n, t, NUM_BINS], &all[..])).map_err(ierr)?;
+            let outputs = self
+                .session
+                .run(ort::inputs!["feats" => feats])
+                .map_err(ierr)?;
+            let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
+            let dims: Vec<i64> = shape.iter().copied().collect();
+            let pooled = pooled_len(t);
+            if dims != [n as i64, channels as i64, pooled as i64] {
+                return Err(Error::Inference(format!(
+                    "CAM++ trunk returned shape {dims:?}, expected [{n}, {channels}, {pooled}]"
+                )));
+            }
+            if data.iter().any(|x| !x.is_finite()) {
+                return Err(Error::Inference("CAM++ trunk returned NaN/inf".into()));
+            }
+            out.clear();
+            out.extend_from_slice(data);
+            Ok(pooled)
+        })();
+        self.batch = all;
+        result
+    }
+
+    /// The head (pooling, dense layer, batch norm) of a weighted embedder.
+    pub fn head(&self) -> Option<&Head> {
+        self.head.as_ref()
+    }
+
     /// Checks the shape and writes the mean-normalised features into `self.feats`; returns T.
     fn prepare(&mut self, fbank_raw: ArrayView2<f32>) -> Result<usize> {
         let (t, bins) = fbank_raw.dim();
@@ -386,6 +447,12 @@ impl Head {
                 .sum();
             wp.push(s / (b - a).max(1) as f64);
         }
+        self.pool(frames, pooled, wp)
+    }
+
+    /// Statistics pooling of `frames` [channels, pooled] (row-major) with one weight per pooled frame, then
+    /// the dense layer and the batch norm: mean = sum w x / V1, variance = sum w (x - mean)^2 / (V1 - V2 / V1).
+    pub fn pool(&self, frames: &[f32], pooled: usize, wp: &[f64]) -> Vec<f32> {
         let v1 = wp.iter().sum::<f64>().max(1e-6);
         let v2 = wp.iter().map(|x| x * x).sum::<f64>();
         let denom = (v1 - v2 / v1).max(1e-6);
@@ -422,6 +489,101 @@ impl Head {
                 ((y - f64::from(self.mean[o])) / (f64::from(self.var[o]) + self.eps).sqrt()) as f32
             })
             .collect()
+    }
+}
+
+/// Trunk frames of the recent stream for shared-trunk embeddings: the trunk runs once over consecutive
+/// chunks of speech (each with a little context on both sides, [`crate::analysis::TrunkTiling`]) instead of
+/// once per overlapping window, and each window's embedding pools the stored frames it covers. A trunk
+/// frame is keyed by the stream index of the fbank frame at its centre (the trunk halves time: output j of a
+/// chunk starting at fbank frame a sits at a + 2j).
+#[derive(Debug, Default)]
+pub struct TrunkFrames {
+    /// (centre fbank index, channel values), centres increasing.
+    frames: VecDeque<(u64, Vec<f32>)>,
+    spare: Vec<Vec<f32>>,
+    /// Gathered window frames [channels, P] and their pooled weights, reused.
+    gathered: Vec<f32>,
+    wp: Vec<f64>,
+}
+
+impl TrunkFrames {
+    /// Stores the frames of one chunk's trunk output `data` [channels, pooled] (row-major) whose centres lie in
+    /// fbank frames [valid_from, valid_to); the chunk's input started at fbank frame `chunk_start`.
+    pub fn store(
+        &mut self,
+        data: &[f32],
+        channels: usize,
+        pooled: usize,
+        chunk_start: u64,
+        valid_from: u64,
+        valid_to: u64,
+    ) {
+        for j in 0..pooled {
+            let centre = chunk_start + 2 * j as u64;
+            if centre < valid_from || centre >= valid_to {
+                continue;
+            }
+            if self.frames.back().is_some_and(|(c, _)| *c >= centre) {
+                continue;
+            }
+            let mut v = self.spare.pop().unwrap_or_default();
+            v.clear();
+            v.extend((0..channels).map(|ch| data[ch * pooled + j]));
+            self.frames.push_back((centre, v));
+        }
+    }
+
+    /// Forgets frames centred before fbank frame `index`.
+    pub fn forget_before(&mut self, index: u64) {
+        while self.frames.front().is_some_and(|(c, _)| *c < index) {
+            if let Some((_, v)) = self.frames.pop_front() {
+                self.spare.push(v);
+            }
+        }
+    }
+
+    /// Frames stored.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Embedding of the window over fbank frames [first, first + weights.len()): the stored trunk frames
+    /// centred inside it, each weighted by the mean of the window's fbank weights over fbank frames
+    /// centre-2 ..= centre+2 inside the window (as [`Head`] weights a window's own trunk output).
+    pub fn embed(&mut self, head: &Head, first: u64, weights: &[f32]) -> Result<Vec<f32>> {
+        let end = first + weights.len() as u64;
+        let c = head.channels();
+        let lo = self.frames.partition_point(|(k, _)| *k < first);
+        let hi = self.frames.partition_point(|(k, _)| *k < end);
+        let p = hi.saturating_sub(lo);
+        if p < 2 {
+            return Err(Error::Inference(format!(
+                "shared trunk: {p} trunk frames for fbank frames {first}..{end}"
+            )));
+        }
+        self.gathered.clear();
+        self.gathered.resize(c * p, 0.0);
+        self.wp.clear();
+        for (k, (centre, v)) in self.frames.range(lo..hi).enumerate() {
+            for (ch, &x) in v.iter().enumerate().take(c) {
+                self.gathered[ch * p + k] = x;
+            }
+            let a = centre.saturating_sub(2).max(first);
+            let b = (centre + 3).min(end);
+            let s: f64 = (a..b)
+                .map(|i| f64::from(weights[(i - first) as usize].clamp(0.0, 1.0)))
+                .sum();
+            self.wp.push(s / (b - a).max(1) as f64);
+        }
+        let e = head.pool(&self.gathered, p, &self.wp);
+        check_output(&e, 1)?;
+        Ok(e)
     }
 }
 

@@ -217,6 +217,15 @@ struct RunArgs {
     /// weighted by how surely its main speaker speaks alone there, per segmentation-3.0).
     #[arg(long)]
     plain_embeddings: bool,
+    /// Lighter embeddings (mode seg): CAM++'s trunk runs once over consecutive chunks of speech and each
+    /// window pools the trunk frames it covers, instead of every overlapping window going through the whole
+    /// network (about 0.55x the embedding work; slightly less accurate: docs/accuracy.md).
+    #[arg(long)]
+    shared_trunk: bool,
+    /// With --shared-trunk: context on each side of a trunk chunk, seconds; a window's embedding waits this
+    /// long for the audio after it.
+    #[arg(long, default_value_t = 0.16, value_name = "SECONDS")]
+    trunk_margin: f64,
     /// Speech probability at which a 10 ms tick counts as speech (mode seg).
     #[arg(long, default_value_t = SegConfig::default().speech_threshold, value_name = "P")]
     speech_threshold: f32,
@@ -587,6 +596,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
             step: a.step,
             min_window: WindowConfig::default().min_window.min(a.window),
             trusted_window: WindowConfig::default().trusted_window.min(a.window),
+            trunk_margin: a.shared_trunk.then_some(a.trunk_margin),
         },
         seg: SegConfig {
             enabled: a.mode == Mode::Seg,

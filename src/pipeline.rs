@@ -22,12 +22,13 @@ use ringbuf::traits::{Consumer, Observer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 
 use crate::analysis::{
-    FeatureTracker, LocalWeights, SegActivity, SegConfig, SegLocals, WindowConfig, WindowSpan,
+    FeatureTracker, LocalWeights, SegActivity, SegConfig, SegLocals, TrunkChunk, TrunkTiling,
+    WindowConfig, WindowSpan,
 };
 use crate::capture::{CaptureStats, Microphone};
 use crate::cluster::ClusterConfig;
 use crate::decode::{AudioSource, InputFormat};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, TrunkFrames};
 use crate::events::{Control, Event};
 use crate::resample::Resampler;
 use crate::ring::{self, RingSignal};
@@ -1102,6 +1103,233 @@ impl WindowBatcher {
     }
 }
 
+/// A window of the shared-trunk path waiting for the right context of its chunk.
+struct WaitingWindow {
+    span: WindowSpan,
+    trusted: bool,
+    /// Its fbank frames: [first, first + weights.len()).
+    first: u64,
+    /// Speaker-conditioned fbank frame weights (all ones when there are none).
+    weights: Vec<f32>,
+    /// The chunk it adds (None: earlier chunks cover it).
+    chunk: Option<TrunkChunk>,
+    /// Fbank frames that must exist before it is embedded (its chunk's end, or the previous window's).
+    needs: u64,
+}
+
+/// Shared-trunk embeddings for the analysis thread (`WindowConfig::trunk_margin`; mode seg): the CAM++
+/// trunk runs once per [`TrunkChunk`] (about a window step of new speech plus a margin of context on each
+/// side), its frames go to [`TrunkFrames`], and each window's embedding pools the frames it covers with its
+/// speaker-conditioned weights. A window is embedded once its chunk's right context has arrived, so its
+/// message comes `margin` after its end in stream order (a fixed place: the labels do not depend on thread
+/// timing). Chunks of equal length that are ready in one pop run in one model call.
+struct SharedTrunkBatcher {
+    tiling: TrunkTiling,
+    frames: TrunkFrames,
+    waiting: VecDeque<WaitingWindow>,
+    /// Messages of this pop in stream order, held behind the first window to embed.
+    out: Vec<Analysis>,
+    /// Chunks ready to run: raw fbank (row-major), frames, the chunk.
+    jobs: Vec<(Vec<f32>, usize, TrunkChunk)>,
+    /// Windows to embed at the flush: index in `out`, first fbank frame, weights.
+    ready: Vec<(usize, u64, Vec<f32>)>,
+    spare: Vec<Vec<f32>>,
+    trunk_out: Vec<f32>,
+    /// Fbank frames of the longest window (what the trunk frames must reach back to).
+    window_frames: u64,
+    /// Model calls by batch size and windows embedded with weights (debug log).
+    calls: [u64; MAX_BATCH],
+    weighted: u64,
+}
+
+impl SharedTrunkBatcher {
+    fn new(cfg: &WindowConfig, margin: f64) -> Self {
+        let m = (margin * 100.0).round() as u64;
+        Self {
+            tiling: TrunkTiling::new(m + m % 2),
+            frames: TrunkFrames::default(),
+            waiting: VecDeque::new(),
+            out: Vec::new(),
+            jobs: Vec::new(),
+            ready: Vec::new(),
+            spare: Vec::new(),
+            trunk_out: Vec::new(),
+            window_frames: (cfg.window * 100.0).ceil() as u64,
+            calls: [0; MAX_BATCH],
+            weighted: 0,
+        }
+    }
+
+    /// Queues `msg` behind a window to embed, or returns it for sending now.
+    fn pass(&mut self, msg: Analysis) -> Option<Analysis> {
+        if self.ready.is_empty() {
+            Some(msg)
+        } else {
+            self.out.push(msg);
+            None
+        }
+    }
+
+    /// Schedules the window `span`: its weights now (the segmentation windows that end inside it are all
+    /// here), its chunk once the chunk's context has arrived ([`SharedTrunkBatcher::release`]).
+    fn window(
+        &mut self,
+        tracker: &FeatureTracker,
+        span: WindowSpan,
+        locals: Option<&mut LocalWeights>,
+    ) {
+        let (first, t) = fbank_span(span);
+        if t < crate::embed::MIN_FRAMES {
+            return;
+        }
+        let mut weights = self.spare.pop().unwrap_or_default();
+        weights.clear();
+        let conditioned =
+            locals.is_some_and(|l| l.weights(span.start, span.end, first, t, &mut weights));
+        if conditioned {
+            self.weighted += 1;
+        } else {
+            weights.clear();
+            weights.resize(t, 1.0);
+        }
+        let chunk = self.tiling.plan(first, first + t as u64);
+        let before = self.waiting.back().map_or(0, |w| w.needs);
+        let needs = chunk.map_or(before, |c| c.end.max(before));
+        self.waiting.push_back(WaitingWindow {
+            span,
+            trusted: tracker.trusted(span),
+            first,
+            weights,
+            chunk,
+            needs,
+        });
+    }
+
+    /// Moves the waiting windows whose context has arrived (all of them at the end of the stream, their
+    /// chunks cut at the last frame) into this pop's messages and their chunks into the jobs.
+    fn release(&mut self, tracker: &FeatureTracker, at_end: bool) {
+        let available = tracker.frames_available();
+        while let Some(w) = self.waiting.front() {
+            if !at_end && w.needs > available {
+                break;
+            }
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            if let Some(mut c) = w.chunk {
+                c.end = c.end.min(available);
+                // The trunk needs a few frames; a short tail chunk takes more context on the left.
+                let min = crate::embed::MIN_FRAMES as u64 + 1;
+                if c.end - c.start.min(c.end) < min {
+                    let s = c.end.saturating_sub(min);
+                    c.start = s - s % 2;
+                }
+                let mut buf = self.spare.pop().unwrap_or_default();
+                let (from, n) = tracker.copy_frames(c.start, c.end, &mut buf);
+                if n >= crate::embed::MIN_FRAMES && from == c.start {
+                    self.jobs.push((buf, n, c));
+                } else {
+                    self.spare.push(buf);
+                }
+            }
+            self.ready.push((self.out.len(), w.first, w.weights));
+            self.out.push(Analysis::Window {
+                start: w.span.start,
+                end: w.span.end,
+                embedding: Vec::new(),
+                trusted: w.trusted,
+            });
+        }
+    }
+
+    /// Runs the ready chunks (equal lengths together, at most [`MAX_BATCH`] a call), stores their frames in
+    /// stream order, embeds the ready windows and sends everything held. Err(None) = the receiver is gone.
+    fn flush(
+        &mut self,
+        embedder: &mut Embedder,
+        tx: &Sender<Analysis>,
+        available: u64,
+    ) -> std::result::Result<(), Option<crate::Error>> {
+        let jobs = std::mem::take(&mut self.jobs);
+        let mut order: Vec<usize> = (0..jobs.len()).collect();
+        // Stable: chunks of one length keep their order.
+        order.sort_by_key(|&i| jobs[i].1);
+        let mut outputs: Vec<Option<(Vec<f32>, usize)>> = vec![None; jobs.len()];
+        let channels = embedder.head().map_or(0, crate::embed::Head::channels);
+        for group in order.chunk_by(|&a, &b| jobs[a].1 == jobs[b].1) {
+            for batch in group.chunks(MAX_BATCH) {
+                let views = batch
+                    .iter()
+                    .map(|&i| {
+                        ndarray::ArrayView2::from_shape(
+                            (jobs[i].1, crate::fbank::NUM_BINS),
+                            &jobs[i].0[..],
+                        )
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| Some(crate::Error::Inference(format!("chunk shape: {e}"))))?;
+                let pooled = embedder
+                    .trunk_batch(&views, &mut self.trunk_out)
+                    .map_err(Some)?;
+                self.calls[batch.len() - 1] += 1;
+                let per = channels * pooled;
+                for (k, &i) in batch.iter().enumerate() {
+                    outputs[i] = Some((self.trunk_out[k * per..(k + 1) * per].to_vec(), pooled));
+                }
+            }
+        }
+        for ((buf, _, c), o) in jobs.into_iter().zip(outputs) {
+            if let Some((data, pooled)) = o {
+                self.frames
+                    .store(&data, channels, pooled, c.start, c.valid_from, c.valid_to);
+            }
+            self.spare.push(buf);
+        }
+        let head = embedder.head().ok_or_else(|| {
+            Some(crate::Error::Inference(
+                "shared trunk without a head".into(),
+            ))
+        })?;
+        for (at, first, weights) in self.ready.drain(..) {
+            let sum: f32 = weights.iter().map(|w| w.clamp(0.0, 1.0)).sum();
+            let e = if sum >= 1.0 {
+                self.frames.embed(head, first, &weights)
+            } else {
+                let ones = vec![1.0; weights.len()];
+                self.frames.embed(head, first, &ones)
+            }
+            .map_err(Some)?;
+            if let Some(Analysis::Window { embedding, .. }) = self.out.get_mut(at) {
+                *embedding = e;
+            }
+            self.spare.push(weights);
+        }
+        for msg in self.out.drain(..) {
+            tx.send(msg).map_err(|_| None)?;
+        }
+        // Later windows start at most one window before the newest frame (and never before a waiting one).
+        let keep = self
+            .waiting
+            .front()
+            .map_or(u64::MAX, |w| w.first)
+            .min(available.saturating_sub(self.window_frames + 20));
+        self.frames.forget_before(keep);
+        Ok(())
+    }
+}
+
+/// The fbank frames fully inside samples [start, end): (first index, count).
+fn fbank_span(span: WindowSpan) -> (u64, usize) {
+    let shift = crate::fbank::FRAME_SHIFT as u64;
+    let len = crate::fbank::FRAME_LENGTH as u64;
+    let first = span.start.div_ceil(shift);
+    if span.end < len {
+        return (first, 0);
+    }
+    let last_excl = (span.end - len) / shift + 1;
+    (first, last_excl.saturating_sub(first) as usize)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn analysis_thread(
     cfg: WindowConfig,
@@ -1127,10 +1355,21 @@ fn analysis_thread(
     let mut end: u64 = 0;
     let mut dropped_total: u64 = 0;
     let mut load = LoadMeter::new(Stage::Embedding);
+    // Standalone windows (each through the whole network) or the shared trunk.
     let mut batcher = WindowBatcher::default();
+    let mut shared = cfg
+        .trunk_margin
+        .filter(|_| embedder.is_weighted())
+        .map(|m| SharedTrunkBatcher::new(&cfg, m));
     let mut result = Ok(());
     // Sends now, or holds behind a pending window; false = the receiver is gone.
-    let send = |b: &mut WindowBatcher, msg| b.pass(msg).is_none_or(|m| tx.send(m).is_ok());
+    let send = |b: &mut WindowBatcher, sh: &mut Option<SharedTrunkBatcher>, msg| {
+        let held = match sh.as_mut() {
+            Some(sh) => sh.pass(msg),
+            None => b.pass(msg),
+        };
+        held.is_none_or(|m| tx.send(m).is_ok())
+    };
     'outer: while let Some(n) = ring::pop_wait(&mut cons, &mut frames, sig) {
         let t0 = Instant::now();
         for f in &frames[..n] {
@@ -1146,7 +1385,7 @@ fn analysis_thread(
                     total: dropped_total,
                     reason: "input ring overflow: processing fell behind the audio".into(),
                 };
-                if !send(&mut batcher, msg) {
+                if !send(&mut batcher, &mut shared, msg) {
                     break 'outer;
                 }
             }
@@ -1157,20 +1396,32 @@ fn analysis_thread(
                 power: f.power,
                 arrived: f.arrived,
             };
-            if !send(&mut batcher, msg) {
+            if !send(&mut batcher, &mut shared, msg) {
                 break 'outer;
             }
             end = f.end();
             load.audio += f.len as u64;
-            if let Some(span) = tracker.push(f.start, f.audio(), f.speech) {
+            let span = tracker.push(f.start, f.audio(), f.speech);
+            if span.is_some() {
                 drain(&mut locals);
+            }
+            if let Some(sh) = shared.as_mut() {
+                if let Some(span) = span {
+                    sh.window(&tracker, span, locals.as_mut());
+                }
+                sh.release(&tracker, false);
+            } else if let Some(span) = span {
                 if let Err(e) = batcher.window(&mut tracker, span, locals.as_mut()) {
                     result = Err(e);
                     break 'outer;
                 }
             }
         }
-        match batcher.flush(&mut embedder, &tx) {
+        let flushed = match shared.as_mut() {
+            Some(sh) => sh.flush(&mut embedder, &tx, tracker.frames_available()),
+            None => batcher.flush(&mut embedder, &tx),
+        };
+        match flushed {
             Ok(()) => {}
             Err(None) => break 'outer,
             Err(Some(e)) => {
@@ -1181,18 +1432,42 @@ fn analysis_thread(
         load.add(t0.elapsed(), &tx);
     }
     if result.is_ok() {
-        if let Some(span) = tracker.finish(end) {
+        let span = tracker.finish(end);
+        if span.is_some() {
             drain(&mut locals);
-            result = batcher.window(&mut tracker, span, locals.as_mut());
         }
-        if result.is_ok() {
-            if let Err(Some(e)) = batcher.flush(&mut embedder, &tx) {
-                result = Err(e);
+        let flushed = match shared.as_mut() {
+            Some(sh) => {
+                if let Some(span) = span {
+                    sh.window(&tracker, span, locals.as_mut());
+                }
+                sh.release(&tracker, true);
+                sh.flush(&mut embedder, &tx, tracker.frames_available())
             }
+            None => {
+                if let Some(span) = span {
+                    result = batcher.window(&mut tracker, span, locals.as_mut());
+                }
+                if result.is_ok() {
+                    batcher.flush(&mut embedder, &tx)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(Some(e)) = flushed {
+            result = Err(e);
         }
     }
     let _ = tx.send(Analysis::End { at: end });
-    tracing::debug!(calls_by_batch_size = ?batcher.calls, weighted_windows = batcher.weighted, "CAM++ calls");
+    match &shared {
+        Some(sh) => {
+            tracing::debug!(calls_by_batch_size = ?sh.calls, weighted_windows = sh.weighted, "CAM++ trunk calls (shared trunk)")
+        }
+        None => {
+            tracing::debug!(calls_by_batch_size = ?batcher.calls, weighted_windows = batcher.weighted, "CAM++ calls")
+        }
+    }
     if result.is_err() {
         // Failed mid-stream: stop the source and keep draining so the upstream threads can end.
         stop.store(true, Ordering::SeqCst);

@@ -70,3 +70,19 @@ fn labels_do_not_depend_on_thread_scheduling() {
     let seg_behind = events(Some("slow:segmentation:4@0-70"), &opts);
     assert_same(&normal, &seg_behind, "segmentation just in time");
 }
+
+/// The same with `--shared-trunk`: a window waits for its chunk's context at a fixed place in the stream,
+/// and chunks batch together only when ready in one pop, which changes no number.
+#[test]
+fn shared_trunk_labels_do_not_depend_on_thread_scheduling() {
+    let opts = ["--latency", "0.5", "--shared-trunk"];
+    let normal = events(None, &opts);
+    let seg_ahead = events(Some("slow:analysis:4@0-70"), &opts);
+    assert_same(&normal, &seg_ahead, "shared trunk, segmentation ahead");
+    let seg_behind = events(Some("slow:segmentation:4@0-70"), &opts);
+    assert_same(
+        &normal,
+        &seg_behind,
+        "shared trunk, segmentation just in time",
+    );
+}
