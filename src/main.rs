@@ -321,6 +321,35 @@ fn parse_frame_ms(s: &str) -> std::result::Result<u32, String> {
     }
 }
 
+/// `print!` / `println!` for the subcommands' reports (eval, tune, profiles, devices): when the reader has
+/// gone away (`whospoke eval REF HYP | head -1`), whospoke ends quietly with status 0, as it does for labels,
+/// instead of std's panic on a broken pipe.
+macro_rules! print {
+    ($($arg:tt)*) => { emit(format_args!($($arg)*), false) };
+}
+macro_rules! println {
+    () => { emit(format_args!(""), true) };
+    ($($arg:tt)*) => { emit(format_args!($($arg)*), true) };
+}
+
+fn emit(args: std::fmt::Arguments, newline: bool) {
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("whospoke: error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     one_line_panics();
     let cli = Cli::parse();

@@ -774,3 +774,29 @@ fn stdout_closed_early() {
         closed_at.elapsed()
     );
 }
+
+/// `whospoke eval REF HYP | head -1` with the reader gone before the report is written: whospoke ends
+/// quietly with status 0 (std's print would panic on the broken pipe).
+#[test]
+fn eval_report_to_a_closed_pipe() {
+    let demo_ref = format!("{ROOT}/assets/demo/demo.rttm");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["eval", &demo_ref, &demo_ref])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn");
+    drop(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let status = wait_deadline(&mut child, started, "eval to a closed pipe");
+    let o = Outcome {
+        status,
+        stdout: String::new(),
+        stderr: err.join().unwrap(),
+        elapsed: started.elapsed(),
+    };
+    assert_no_panic(&o);
+    assert_eq!(o.code(), Some(0), "{}", o.describe());
+    assert!(o.stderr.is_empty(), "{}", o.describe());
+}
