@@ -28,7 +28,7 @@ use ndarray::ArrayView2;
 
 use whospoke::analysis::{FeatureTracker, WindowConfig};
 use whospoke::cluster::{ClusterConfig, OnlineClusterer};
-use whospoke::embed::Embedder;
+use whospoke::embed::{Embedder, TrunkFrames};
 use whospoke::fbank::NUM_BINS;
 use whospoke::resample::Resampler;
 use whospoke::ring;
@@ -478,6 +478,38 @@ fn stages(c: &mut Criterion) {
                         });
                     }
                 }
+                g.sample_size(100);
+            }
+            // --shared-trunk: per second of speech, two trunk chunks (0.5 s of new frames plus 0.16 s of
+            // context on each side, 82 fbank frames) and two window poolings over stored trunk frames.
+            let chunks: Vec<ArrayView2<f32>> = windows
+                .iter()
+                .filter(|w| w.nrows() >= 148)
+                .map(|w| w.slice_move(ndarray::s![..82, ..]))
+                .collect();
+            if let Some(full) = windows.iter().find(|w| w.nrows() >= 148) {
+                let mut emb = default_embedder(models, 1);
+                let mut out = Vec::new();
+                let full = full.slice(ndarray::s![..148, ..]);
+                let pooled = emb.trunk_batch(&[full], &mut out).expect("trunk");
+                let mut store = TrunkFrames::default();
+                let ch = emb.head().expect("head").channels();
+                store.store(&out, ch, pooled, 0, 0, 148);
+                let ones = vec![1.0f32; 148];
+                let mut ci = 0usize;
+                g.sample_size(20);
+                g.throughput(Throughput::Elements(1));
+                g.bench_function("embed_campplus/1s_audio_shared_trunk", |b| {
+                    b.iter(|| {
+                        for _ in 0..2 {
+                            ci = (ci + 1) % chunks.len();
+                            black_box(emb.trunk_batch(&chunks[ci..=ci], &mut out).expect("trunk"));
+                        }
+                        let head = emb.head().expect("head");
+                        black_box(store.embed(head, 0, &ones).expect("pool"));
+                        black_box(store.embed(head, 0, &ones).expect("pool"))
+                    })
+                });
                 g.sample_size(100);
             }
         }

@@ -185,11 +185,14 @@ for th, (med, rtfs, _, fails) in summary.items():
         budgets.append(("File mode RTF (default config, `--threads 1`)", f"{med:.4f}", "≤ 0.02", verdict(ok)))
     if fails:
         P(f"| | {len(fails)} process(es) FAILED: {', '.join(sorted({f['file'] for f in fails}))} | | | | |")
-if os.path.exists(W("vad_mode.tsv")):
-    vr = tsv("vad_mode.tsv")
+for name, label in (("vad", "`--mode vad --threads 1` (lighter mode, no segmentation)"),
+                    ("shared_trunk", "`--shared-trunk --threads 1` (CAM++ trunk shared by overlapping windows)")):
+    if not os.path.exists(W(f"{name}_mode.tsv")):
+        continue
+    vr = tsv(f"{name}_mode.tsv")
     vrtfs = [sum(float(x["wall_s"]) for x in vr if x["run"] == k) / audio_total for k in sorted({x["run"] for x in vr})]
     vmed = statistics.median(vrtfs)
-    P(f"| file, `--mode vad --threads 1` (lighter mode, no segmentation) | {vmed:.4f} | "
+    P(f"| file, {label} | {vmed:.4f} | "
       f"{', '.join(f'{x:.4f}' for x in vrtfs)} | {1 / vmed:.0f}x | ≤ 0.02 | {verdict(vmed <= 0.02)} |")
 P("")
 if threads:
@@ -679,15 +682,21 @@ for th in $threads_list; do
     done
 done
 rm -f "$work"/file_*.jsonl
-log "file mode, --mode vad: ${#wavs[@]} files x $runs run(s)"
-cmd "for f in $dev/*.wav; do target/release/whospoke \"\$f\" --mode vad --format jsonl --no-tui > out.jsonl; done   # x $runs"
-printf 'run\tfile\twall_s\n' >"$work/vad_mode.tsv"
-for r in $(seq 1 "$runs"); do
-    for w in "${wavs[@]}"; do
-        t0=$(now)
-        "$bin" "$w" --mode vad --format jsonl --no-tui >/dev/null 2>&1 || log "WARNING: --mode vad failed on $w"
-        t1=$(now)
-        printf '%s\t%s\t%s\n' "$r" "$(basename "$w" .wav)" "$(diff_s "$t1" "$t0")" >>"$work/vad_mode.tsv"
+# The lighter options, one row each: --mode vad (no segmentation), --shared-trunk (CAM++ trunk shared by
+# overlapping windows).
+for mode in "vad:--mode vad" "shared_trunk:--shared-trunk"; do
+    name=${mode%%:*} opts=${mode#*:}
+    log "file mode, $opts: ${#wavs[@]} files x $runs run(s)"
+    cmd "for f in $dev/*.wav; do target/release/whospoke \"\$f\" $opts --format jsonl --no-tui > out.jsonl; done   # x $runs"
+    printf 'run\tfile\twall_s\n' >"$work/${name}_mode.tsv"
+    for r in $(seq 1 "$runs"); do
+        for w in "${wavs[@]}"; do
+            t0=$(now)
+            # shellcheck disable=SC2086
+            "$bin" "$w" $opts --format jsonl --no-tui >/dev/null 2>&1 || log "WARNING: $opts failed on $w"
+            t1=$(now)
+            printf '%s\t%s\t%s\n' "$r" "$(basename "$w" .wav)" "$(diff_s "$t1" "$t0")" >>"$work/${name}_mode.tsv"
+        done
     done
 done
 

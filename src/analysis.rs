@@ -26,7 +26,7 @@ pub struct WindowConfig {
     /// Shared-trunk embeddings (mode seg, opt-in): the CAM++ trunk runs once over consecutive chunks of
     /// speech with this much context on each side (seconds), and each window pools the trunk frames it
     /// covers ([`TrunkTiling`], `crate::embed::TrunkFrames`); a window's embedding then waits this long for
-    /// the context after it. About 0.55x the embedding work, slightly less accurate (docs/accuracy.md).
+    /// the context after it. About two thirds of the embedding work (criterion: `embed_campplus/1s_audio_shared_trunk`), slightly less accurate (docs/accuracy.md).
     /// None (default): each window goes through the whole network alone.
     pub trunk_margin: Option<f64>,
 }

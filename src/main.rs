@@ -79,6 +79,9 @@ struct TuneArgs {
     /// Score the second pass's labels (what `--rttm FILE` gets) instead of the live final labels.
     #[arg(long)]
     second_pass: bool,
+    /// Analyse with the lighter shared-trunk embeddings (as `--shared-trunk` of a run).
+    #[arg(long)]
+    shared_trunk: bool,
     /// Directory holding the ONNX models.
     #[arg(long, value_name = "DIR")]
     models: Option<PathBuf>,
@@ -219,7 +222,7 @@ struct RunArgs {
     plain_embeddings: bool,
     /// Lighter embeddings (mode seg): CAM++'s trunk runs once over consecutive chunks of speech and each
     /// window pools the trunk frames it covers, instead of every overlapping window going through the whole
-    /// network (about 0.55x the embedding work; slightly less accurate: docs/accuracy.md).
+    /// network (about two thirds of the embedding work; slightly less accurate: docs/accuracy.md).
     #[arg(long)]
     shared_trunk: bool,
     /// With --shared-trunk: context on each side of a trunk chunk, seconds; a window's embedding waits this
@@ -500,7 +503,11 @@ fn tune(a: TuneArgs) -> Result<ExitCode> {
     let models = whospoke::runtime::locate_models(a.models.as_deref())?;
     // The configuration a run `whospoke FILE --latency L` would use.
     let latency = a.latency.to_string();
-    let cli = Cli::try_parse_from(["whospoke", "x", "--no-tui", "--latency", latency.as_str()])?;
+    let mut run_args = vec!["whospoke", "x", "--no-tui", "--latency", latency.as_str()];
+    if a.shared_trunk {
+        run_args.push("--shared-trunk");
+    }
+    let cli = Cli::try_parse_from(run_args)?;
     let mut base = config(&cli.run, false);
     base.validate()?;
     base.turns.second_pass = a
