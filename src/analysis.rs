@@ -29,6 +29,9 @@ pub struct WindowConfig {
     /// the context after it. About two thirds of the embedding work (criterion: `embed_campplus/1s_audio_shared_trunk`), slightly less accurate (docs/accuracy.md).
     /// None (default): each window goes through the whole network alone.
     pub trunk_margin: Option<f64>,
+    /// Mode seg: CAM++'s trunk with 8-bit convolutions (`models/campplus_trunk_int8.onnx`) instead of the
+    /// float one.
+    pub trunk_int8: bool,
 }
 
 impl Default for WindowConfig {
@@ -39,6 +42,7 @@ impl Default for WindowConfig {
             min_window: 0.5,
             trusted_window: 1.0,
             trunk_margin: None,
+            trunk_int8: true,
         }
     }
 }
@@ -73,6 +77,16 @@ impl WindowConfig {
         }
         Ok(())
     }
+    /// Fbank frames of a full window (25 ms frames every 10 ms): 148 for 1.5 s.
+    pub fn window_frames(&self) -> usize {
+        let n = Self::samples(self.window) as usize;
+        let len = crate::fbank::FRAME_LENGTH;
+        if n < len {
+            return 0;
+        }
+        (n - len) / crate::fbank::FRAME_SHIFT + 1
+    }
+
     fn samples(s: f64) -> u64 {
         (s * SAMPLE_RATE as f64).round() as u64
     }

@@ -34,12 +34,14 @@ pub struct Embedder {
     mean: Vec<f64>,
     /// Mean-normalised features of a batch, row-major [N, T, 80]; reused.
     batch: Vec<f32>,
+    /// The session takes one window of exactly this many frames ([`Embedder::new_weighted_fixed`]).
+    fixed: Option<usize>,
 }
 
 impl Embedder {
     /// Loads CAM++ ONNX (runtime::init_onnxruntime must have succeeded). `threads` = ORT intra-op threads.
     pub fn new(model: &Path, threads: usize) -> Result<Self> {
-        Self::load(model, threads, false)
+        Self::load(model, threads, false, None)
     }
 
     /// Loads CAM++ for speaker-conditioned embeddings: the trunk `models/campplus_trunk.onnx` and the head
@@ -49,17 +51,44 @@ impl Embedder {
     /// for bit the same alone or in a batch (the trunk is batch-invariant; an in-graph weighted pooling is not).
     pub fn new_weighted(trunk: &Path, head: &Path, threads: usize) -> Result<Self> {
         let head = Head::load(head)?;
-        let mut e = Self::load(trunk, threads, true)?;
+        let mut e = Self::load(trunk, threads, true, None)?;
         e.head = Some(head);
         Ok(e)
     }
 
-    fn load(model: &Path, threads: usize, weighted: bool) -> Result<Self> {
+    /// As [`Embedder::new_weighted`], for windows of exactly `frames` fbank frames, one per call: the session's
+    /// shapes are fixed, so it is built faster (start-up) and runs no shape arithmetic. The analysis thread gives
+    /// a shorter window the audio before it as context, with weight 0 (`WindowBatcher`).
+    pub fn new_weighted_fixed(
+        trunk: &Path,
+        head: &Path,
+        threads: usize,
+        frames: usize,
+    ) -> Result<Self> {
+        let head = Head::load(head)?;
+        let mut e = Self::load(trunk, threads, true, Some(frames))?;
+        e.head = Some(head);
+        Ok(e)
+    }
+
+    /// The one window length a fixed-shape embedder takes (None: any length, batches of equal lengths).
+    pub fn fixed_frames(&self) -> Option<usize> {
+        self.fixed
+    }
+
+    fn load(model: &Path, threads: usize, weighted: bool, fixed: Option<usize>) -> Result<Self> {
         let merr = |why: String| Error::Model {
             path: model.to_path_buf(),
             why,
         };
-        let session = crate::runtime::load_session(model, threads)?;
+        let session = match fixed {
+            Some(f) => crate::runtime::load_session_shaped(
+                model,
+                threads,
+                &[("batch", 1), ("frames", f as i64)],
+            )?,
+            None => crate::runtime::load_session(model, threads)?,
+        };
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
         let output = if weighted { "frames" } else { "embedding" };
@@ -79,6 +108,7 @@ impl Embedder {
             pooled: Vec::new(),
             mean: vec![0.0; NUM_BINS],
             batch: Vec::new(),
+            fixed,
         })
     }
 
@@ -196,6 +226,20 @@ impl Embedder {
             return Ok(Vec::new());
         };
         let t = first.nrows();
+        if let Some(f) = self.fixed {
+            if t != f {
+                return Err(Error::Inference(format!(
+                    "CAM++ trunk: a window of {t} frames for a session fixed at {f}"
+                )));
+            }
+            if windows.len() > 1 {
+                let mut out = Vec::with_capacity(windows.len());
+                for (w, wt) in windows.iter().zip(weights) {
+                    out.extend(self.batch_weighted(head, &[*w], &[*wt])?);
+                }
+                return Ok(out);
+            }
+        }
         for (w, wt) in windows.iter().zip(weights) {
             if w.nrows() != t {
                 return Err(Error::Inference(format!(

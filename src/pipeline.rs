@@ -192,9 +192,16 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
             .enabled
             .then(|| s.spawn(|| Segmenter::new(&models.segmentation, cfg.threads)));
         let embedder = if cfg.seg.enabled && cfg.seg.weighted_embeddings {
+            let w = &cfg.windows;
             models
-                .campplus_trunk_and_head()
-                .and_then(|(trunk, head)| Embedder::new_weighted(&trunk, &head, cfg.threads))
+                .campplus_trunk_and_head_in(w.trunk_int8)
+                .and_then(|(trunk, head)| match w.trunk_margin {
+                    // Shared trunk: chunks of any length.
+                    Some(_) => Embedder::new_weighted(&trunk, &head, cfg.threads),
+                    None => {
+                        Embedder::new_weighted_fixed(&trunk, &head, cfg.threads, w.window_frames())
+                    }
+                })
         } else {
             models
                 .campplus_verified()
@@ -992,6 +999,9 @@ const SEG_POP_FRAMES: usize = 134;
 /// Messages of one popped chunk, held back in stream order until the chunk's windows are embedded.
 #[derive(Default)]
 struct WindowBatcher {
+    /// Every window is embedded at exactly this many fbank frames (`Embedder::fixed_frames`): a shorter one
+    /// takes the frames before it as context, with weight 0.
+    fixed: Option<usize>,
     /// Outgoing messages in stream order; a window's `embedding` is empty until embedded.
     out: Vec<Analysis>,
     /// Raw fbank [T, 80] of each pending window (row-major), its T, its index in `out`, and its frame
@@ -1043,6 +1053,13 @@ impl WindowBatcher {
             }
             None => weights.clear(),
         }
+        let t = match self.fixed {
+            Some(f) if t < f => {
+                with_context(tracker, first, t, f, &mut buf, &mut weights);
+                f
+            }
+            _ => t,
+        };
         self.jobs.push((buf, t, self.out.len(), weights));
         self.out.push(Analysis::Window {
             start: span.start,
@@ -1063,8 +1080,9 @@ impl WindowBatcher {
         let mut jobs = std::mem::take(&mut self.jobs);
         // Stable: windows of one length keep their order.
         jobs.sort_by_key(|j| j.1);
+        let max_batch = if self.fixed.is_some() { 1 } else { MAX_BATCH };
         for group in jobs.chunk_by(|a, b| a.1 == b.1) {
-            for batch in group.chunks(MAX_BATCH) {
+            for batch in group.chunks(max_batch) {
                 let views = batch
                     .iter()
                     .map(|(buf, t, _, _)| {
@@ -1101,6 +1119,43 @@ impl WindowBatcher {
         }
         Ok(())
     }
+}
+
+/// Makes the window of `t` fbank frames starting at `first` (its raw fbank in `buf`, its weights in `weights`,
+/// empty = unweighted) `f` frames long for a fixed-shape embedder: the `f - t` frames before it go in front as
+/// context with weight 0, so the pooling counts only the window, as before. At the start of the stream,
+/// where there is not enough audio before the window, the window's own frames are repeated in front instead
+/// (also with weight 0).
+fn with_context(
+    tracker: &FeatureTracker,
+    first: u64,
+    t: usize,
+    f: usize,
+    buf: &mut Vec<f32>,
+    weights: &mut Vec<f32>,
+) {
+    let nb = crate::fbank::NUM_BINS;
+    let need = f - t;
+    let mut ctx = Vec::with_capacity(need * nb);
+    let (from, n) = tracker.copy_frames(first.saturating_sub(need as u64), first, &mut ctx);
+    if n < need || from + n as u64 != first {
+        // Not enough audio before the window: repeat the window itself, ending where it starts.
+        ctx.clear();
+        let own = buf.clone();
+        while ctx.len() < need * nb {
+            ctx.extend_from_slice(&own);
+        }
+        let extra = ctx.len() - need * nb;
+        ctx.drain(..extra);
+    }
+    ctx.extend_from_slice(buf);
+    *buf = ctx;
+    if weights.is_empty() {
+        weights.resize(t, 1.0);
+    }
+    let mut w = vec![0.0f32; need];
+    w.extend_from_slice(weights);
+    *weights = w;
 }
 
 /// A window of the shared-trunk path waiting for the right context of its chunk.
@@ -1356,7 +1411,10 @@ fn analysis_thread(
     let mut dropped_total: u64 = 0;
     let mut load = LoadMeter::new(Stage::Embedding);
     // Standalone windows (each through the whole network) or the shared trunk.
-    let mut batcher = WindowBatcher::default();
+    let mut batcher = WindowBatcher {
+        fixed: embedder.fixed_frames(),
+        ..WindowBatcher::default()
+    };
     let mut shared = cfg
         .trunk_margin
         .filter(|_| embedder.is_weighted())
@@ -1595,5 +1653,71 @@ mod device_event_tests {
         tx.send(device(DeviceState::Gone, 5.5, 9.0)).unwrap();
         dev.release(&rx, &Analysis::End { at: 8 * 16000 }, &mut out);
         assert_eq!(times(&out), vec![2.0, 5.0, 7.0, 8.0]);
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use super::*;
+    use crate::fbank::NUM_BINS;
+
+    /// A tracker that has seen `secs` of a chirp (every fbank frame different).
+    fn tracker(secs: f64) -> FeatureTracker {
+        let mut t = FeatureTracker::new(&WindowConfig::default()).unwrap();
+        let n = (secs * SAMPLE_RATE as f64) as usize;
+        let audio: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = i as f32 / SAMPLE_RATE as f32;
+                0.3 * (2.0 * std::f32::consts::PI * (200.0 + 300.0 * x) * x).sin()
+            })
+            .collect();
+        for (k, c) in audio.chunks(480).enumerate() {
+            t.push((k * 480) as u64, c, true);
+        }
+        t
+    }
+
+    fn frames(t: &FeatureTracker, a: u64, b: u64) -> Vec<f32> {
+        let mut v = Vec::new();
+        let (from, n) = t.copy_frames(a, b, &mut v);
+        assert_eq!((from, n as u64), (a, b - a));
+        v
+    }
+
+    /// A short window gets the frames before it as context, weighted 0; its own frames and weights follow.
+    #[test]
+    fn a_short_window_takes_the_frames_before_it_as_context() {
+        let t = tracker(3.0);
+        let mut buf = frames(&t, 200, 260);
+        let mut weights: Vec<f32> = (0..60).map(|i| i as f32 / 60.0).collect();
+        let own = weights.clone();
+        with_context(&t, 200, 60, 148, &mut buf, &mut weights);
+        assert_eq!(buf, frames(&t, 112, 260));
+        assert_eq!(weights.len(), 148);
+        assert!(weights[..88].iter().all(|&w| w == 0.0));
+        assert_eq!(&weights[88..], &own[..]);
+        // Unweighted: ones on the window.
+        let mut buf = frames(&t, 200, 260);
+        let mut none = Vec::new();
+        with_context(&t, 200, 60, 148, &mut buf, &mut none);
+        assert_eq!(none.iter().sum::<f32>(), 60.0);
+        assert!(none[88..].iter().all(|&w| w == 1.0));
+    }
+
+    /// At the start of the stream there is too little audio before the window: its own frames, repeated,
+    /// fill the front (weighted 0), and the window ends the buffer.
+    #[test]
+    fn at_the_stream_start_the_window_repeats_in_front() {
+        let t = tracker(1.0);
+        let own = frames(&t, 10, 70);
+        let mut buf = own.clone();
+        let mut weights = Vec::new();
+        with_context(&t, 10, 60, 148, &mut buf, &mut weights);
+        assert_eq!(buf.len(), 148 * NUM_BINS);
+        assert_eq!(&buf[88 * NUM_BINS..], &own[..]);
+        // The 88 frames in front are the window's last 88 frames of its repetition: ..., own[32..60].
+        assert_eq!(&buf[60 * NUM_BINS..88 * NUM_BINS], &own[32 * NUM_BINS..]);
+        assert!(weights[..88].iter().all(|&w| w == 0.0));
+        assert!(weights[88..].iter().all(|&w| w == 1.0));
     }
 }

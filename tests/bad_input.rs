@@ -657,17 +657,23 @@ fn missing_model_dir() {
     );
 }
 
-/// A truncated model fails its sha256 check at load, with a message on how to restore it: the CAM++ trunk of
-/// the default mode, and `campplus.onnx` of `--mode vad` (each run checks the models it loads).
+/// A truncated model fails its sha256 check at load, with a message on how to restore it: the int8 CAM++ trunk of
+/// the default mode, the float trunk of `--precision fp32`, and `campplus.onnx` of `--mode vad` (each run checks
+/// the models it loads).
 #[test]
 fn corrupt_model() {
-    for (file, mode) in [("campplus_trunk.onnx", "seg"), ("campplus.onnx", "vad")] {
+    for (file, mode, precision) in [
+        ("campplus_trunk_int8.onnx", "seg", "int8"),
+        ("campplus_trunk.onnx", "seg", "fp32"),
+        ("campplus.onnx", "vad", "int8"),
+    ] {
         let t = TempDir::new("badmodel");
         let dir = t.path("models");
         std::fs::create_dir_all(&dir).unwrap();
         for f in [
             "campplus.onnx",
             "campplus_trunk.onnx",
+            "campplus_trunk_int8.onnx",
             "campplus_head.bin",
             "segmentation-3.0.onnx",
         ] {
@@ -688,6 +694,8 @@ fn corrupt_model() {
                 dir.to_str().unwrap(),
                 "--mode",
                 mode,
+                "--precision",
+                precision,
                 p.to_str().unwrap(),
             ]),
             None,

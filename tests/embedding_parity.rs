@@ -351,3 +351,50 @@ fn batched_weighted_windows_equal_single_windows_bit_for_bit() {
         .embed_batch_weighted(&views, &[&weights[0][..]])
         .is_err());
 }
+
+/// The default trunk (8-bit convolutions, shape fixed at one 1.5 s window) against the float trunk on the two
+/// reference speakers (not used to calibrate it): the same embedding to within quantisation (cosine >= 0.98),
+/// and the speakers as far apart as the float model puts them.
+#[test]
+fn int8_trunk_matches_the_float_trunk_on_real_speech() {
+    let models = setup();
+    let mut f32_emb = weighted_embedder(&models);
+    let (trunk, head) = models
+        .campplus_trunk_and_head_in(true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut i8_emb =
+        Embedder::new_weighted_fixed(&trunk, &head, 1, 148).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(i8_emb.fixed_frames(), Some(148));
+    let mut int8 = Vec::new();
+    for clip in CLIPS {
+        let raw = read_frames(&format!("{clip}_fbank_raw"));
+        for start in [0usize, 150] {
+            let w = raw.slice(s![start..start + 148, ..]);
+            let weights: Vec<f32> = (0..148).map(|i| 0.3 + 0.7 * (i % 7) as f32 / 6.0).collect();
+            let a = f32_emb
+                .embed_batch_weighted(&[w], &[&weights])
+                .unwrap()
+                .remove(0);
+            let b = i8_emb
+                .embed_batch_weighted(&[w], &[&weights])
+                .unwrap()
+                .remove(0);
+            let c = cosine(&a, &b);
+            eprintln!(
+                "{clip} frames {start}..{}: cosine(int8, float) = {c:.4}",
+                start + 148
+            );
+            assert!(c >= 0.98, "{clip} at {start}: cosine {c}");
+            if start == 0 {
+                int8.push(b);
+            }
+        }
+        // A window of another length is refused, not mis-shaped.
+        let short = raw.slice(s![0..100, ..]);
+        let ones = vec![1.0f32; 100];
+        assert!(i8_emb.embed_batch_weighted(&[short], &[&ones]).is_err());
+    }
+    let cross = cosine(&int8[0], &int8[1]);
+    eprintln!("int8: cosine between the two speakers = {cross:.3}");
+    assert!(cross < 0.3, "{cross}");
+}
