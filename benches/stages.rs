@@ -5,8 +5,10 @@
 //! stages add up to the whole. The throughput line (`thrpt`, "elem/s") is then *seconds of audio per
 //! second of CPU*: 1 / real-time factor of that stage. `embed/window_1.5s*` is one CAM++ call on one
 //! default window; `embed/per_1s_audio` is the two windows the default 0.5 s step embeds per second of
-//! speech. They use the default configuration's embedder (the CAM++ trunk, weighted pooling and head in
-//! Rust); `embed_campplus/window_1.5s_plain_model` is the whole-graph `campplus.onnx` of `--mode vad`.
+//! speech. They use the default configuration's embedder (the CAM++ trunk with 8-bit convolutions, shape fixed
+//! at one window, weighted pooling and head in Rust); `embed_campplus/*_fp32` is the float trunk
+//! (`--precision fp32`), `embed_campplus/1s_audio_shared_trunk` is `--shared-trunk`, and
+//! `embed_campplus/window_1.5s_plain_model` is the whole-graph `campplus.onnx` of `--mode vad`.
 //!
 //! Audio: `BENCH_WAV` or `../shared/eval/dev/dev_00.wav` (16 kHz mono conversation), falling back to
 //! the `tests/data/campplus-ref` clips. The embedding benchmarks need ONNX Runtime
@@ -164,12 +166,26 @@ impl Rng {
     }
 }
 
-/// The embedder of the default configuration (mode seg): the CAM++ trunk with the weighted pooling and head
-/// in Rust. All-ones weights cost the same as any others.
+/// The embedder of the default configuration (mode seg): the CAM++ trunk with 8-bit convolutions, its shape
+/// fixed at one 1.5 s window (148 fbank frames), with the weighted pooling and head in Rust. All-ones weights
+/// cost the same as any others.
 fn default_embedder(m: &whospoke::runtime::ModelPaths, threads: usize) -> Embedder {
-    let (trunk, head) = m.campplus_trunk_and_head().expect("CAM++ trunk and head");
-    Embedder::new_weighted(&trunk, &head, threads).expect("CAM++ trunk")
+    let (trunk, head) = m
+        .campplus_trunk_and_head_in(true)
+        .expect("CAM++ trunk and head");
+    Embedder::new_weighted_fixed(&trunk, &head, threads, FULL_FRAMES).expect("CAM++ trunk")
 }
+
+/// A trunk that takes windows of any length (`--precision fp32`: the float trunk; `--shared-trunk`).
+fn dynamic_embedder(m: &whospoke::runtime::ModelPaths, int8: bool) -> Embedder {
+    let (trunk, head) = m
+        .campplus_trunk_and_head_in(int8)
+        .expect("CAM++ trunk and head");
+    Embedder::new_weighted(&trunk, &head, 1).expect("CAM++ trunk")
+}
+
+/// Fbank frames of a 1.5 s window.
+const FULL_FRAMES: usize = 148;
 
 fn prepare() -> Material {
     let (audio, name) = load_audio();
@@ -185,7 +201,8 @@ fn prepare() -> Material {
             None
         }
     };
-    let mut embedder = models.as_ref().map(|m| default_embedder(m, 1));
+    // Windows of every length (region edges): a trunk of symbolic shape.
+    let mut embedder = models.as_ref().map(|m| dynamic_embedder(m, true));
 
     // The analysis thread (pipeline.rs `analysis_thread`): fbank, windows, embeddings, messages.
     let wcfg = WindowConfig::default();
@@ -409,12 +426,13 @@ fn stages(c: &mut Criterion) {
         });
     }
 
-    // Embedding: one CAM++ window (1.5 s, ~148 fbank frames), and the two windows per second of audio.
+    // Embedding: one CAM++ window (1.5 s, 148 fbank frames; the default trunk takes every window at that
+    // length), and the two windows per second of audio.
     if let Some(models) = &m.models {
         let windows: Vec<ArrayView2<f32>> = m
             .windows
             .iter()
-            .filter(|(t, _)| *t >= 10)
+            .filter(|(t, _)| *t == FULL_FRAMES)
             .map(|(t, v)| ArrayView2::from_shape((*t, NUM_BINS), v).expect("shape"))
             .collect();
         if windows.is_empty() {
@@ -460,23 +478,29 @@ fn stages(c: &mut Criterion) {
                         black_box(emb.embed(next()).expect("embed"))
                     })
                 });
-                if threads == 1 {
-                    // Four windows of one length in one call, as the analysis thread batches them when it has a
-                    // backlog (file mode): the median is per call, so per window = median / 4.
-                    let full: Vec<ArrayView2<f32>> = windows
-                        .iter()
-                        .filter(|w| w.nrows() == windows[0].nrows())
-                        .copied()
-                        .collect();
-                    if full.len() >= 4 {
-                        let mut bi = 0usize;
-                        g.bench_function("embed_campplus/batch4_windows_1.5s", |b| {
-                            b.iter(|| {
-                                bi = (bi + 4) % (full.len() - 3);
-                                black_box(emb.embed_batch(&full[bi..bi + 4]).expect("embed"))
-                            })
-                        });
-                    }
+                g.sample_size(100);
+            }
+            // The float trunk (`--precision fp32`), alone and four windows in one call, as the analysis thread
+            // batches windows of one length when it has a backlog (file mode): per window = median / 4.
+            {
+                let mut emb = dynamic_embedder(models, false);
+                let mut wi = 0usize;
+                g.sample_size(20);
+                g.throughput(Throughput::Elements(1));
+                g.bench_function("embed_campplus/window_1.5s_fp32", |b| {
+                    b.iter(|| {
+                        wi = (wi + 1) % windows.len();
+                        black_box(emb.embed(windows[wi]).expect("embed"))
+                    })
+                });
+                if windows.len() >= 4 {
+                    let mut bi = 0usize;
+                    g.bench_function("embed_campplus/batch4_windows_1.5s_fp32", |b| {
+                        b.iter(|| {
+                            bi = (bi + 4) % (windows.len() - 3);
+                            black_box(emb.embed_batch(&windows[bi..bi + 4]).expect("embed"))
+                        })
+                    });
                 }
                 g.sample_size(100);
             }
@@ -488,7 +512,7 @@ fn stages(c: &mut Criterion) {
                 .map(|w| w.slice_move(ndarray::s![..82, ..]))
                 .collect();
             if let Some(full) = windows.iter().find(|w| w.nrows() >= 148) {
-                let mut emb = default_embedder(models, 1);
+                let mut emb = dynamic_embedder(models, true);
                 let mut out = Vec::new();
                 let full = full.slice(ndarray::s![..148, ..]);
                 let pooled = emb.trunk_batch(&[full], &mut out).expect("trunk");

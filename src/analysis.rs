@@ -471,6 +471,9 @@ pub struct SegConfig {
     /// probability that the window's dominant local speaker (of the newest segmentation window) speaks alone
     /// there ([`LocalWeights`]; `models/campplus_trunk.onnx` + `campplus_head.bin`). Off: plain CAM++ (`campplus.onnx`).
     pub weighted_embeddings: bool,
+    /// segmentation-3.0 with 8-bit LSTMs and matrix products (`models/segmentation-3.0-int8.onnx`), one
+    /// window per model call.
+    pub int8: bool,
 }
 
 impl Default for SegConfig {
@@ -482,6 +485,7 @@ impl Default for SegConfig {
             speech_threshold: 0.5,
             overlap_threshold: 0.3,
             weighted_embeddings: true,
+            int8: true,
         }
     }
 }

@@ -220,8 +220,9 @@ struct RunArgs {
     /// weighted by how surely its main speaker speaks alone there, per segmentation-3.0).
     #[arg(long)]
     plain_embeddings: bool,
-    /// Arithmetic of CAM++'s trunk (mode seg): int8 runs its convolutions in 8 bits (about 1.8x faster on
-    /// CPUs with AVX-512 VNNI, same accuracy on the dev set: docs/accuracy.md); fp32 is the float model.
+    /// Arithmetic of the models in mode seg: int8 runs CAM++'s trunk with 8-bit convolutions and
+    /// segmentation-3.0 with 8-bit LSTMs (about 1.8x and 1.5x faster on CPUs with AVX-512 VNNI, the same
+    /// accuracy on the dev set: docs/accuracy.md); fp32 runs the float models.
     #[arg(long, value_enum, default_value_t = Precision::Int8)]
     precision: Precision,
     /// Lighter embeddings (mode seg): CAM++'s trunk runs once over consecutive chunks of speech and each
@@ -315,9 +316,9 @@ enum Mode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Precision {
-    /// CAM++'s trunk with 8-bit convolutions (models/campplus_trunk_int8.onnx).
+    /// models/campplus_trunk_int8.onnx and models/segmentation-3.0-int8.onnx.
     Int8,
-    /// The float trunk (models/campplus_trunk.onnx).
+    /// models/campplus_trunk.onnx and models/segmentation-3.0.onnx.
     Fp32,
 }
 
@@ -654,6 +655,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
             speech_threshold: a.speech_threshold,
             overlap_threshold: a.overlap_threshold,
             weighted_embeddings: !a.plain_embeddings,
+            int8: a.precision == Precision::Int8,
         },
         cluster: ClusterConfig {
             assign_threshold: a.threshold,

@@ -187,10 +187,13 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
     crate::runtime::init_onnxruntime()?;
     // The two ONNX sessions are built at the same time (start-up time).
     let (embedder, segmenter) = std::thread::scope(|s| {
-        let seg = cfg
-            .seg
-            .enabled
-            .then(|| s.spawn(|| Segmenter::new(&models.segmentation, cfg.threads)));
+        let seg = cfg.seg.enabled.then(|| {
+            s.spawn(|| {
+                models
+                    .segmentation_in(cfg.seg.int8)
+                    .and_then(|p| Segmenter::new(&p, cfg.threads))
+            })
+        });
         let embedder = if cfg.seg.enabled && cfg.seg.weighted_embeddings {
             let w = &cfg.windows;
             models

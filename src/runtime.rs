@@ -42,6 +42,12 @@ pub const SEGMENTATION_FILE: &str = "segmentation-3.0.onnx";
 /// sha256 of `models/segmentation-3.0.onnx` (models/export_segmentation.py).
 pub const SEGMENTATION_SHA256: &str =
     "fb7ff0edc96c439ec3333886d58172c4bbb67a3957f8dda78c500e5de2ef175a";
+/// segmentation-3.0 with 8-bit LSTMs and matrix products (models/quantize_segmentation.py; same input and
+/// output). Not batch-invariant: [`crate::segment::Segmenter`] runs it one window per call.
+pub const SEGMENTATION_INT8_FILE: &str = "segmentation-3.0-int8.onnx";
+/// sha256 of `models/segmentation-3.0-int8.onnx`.
+pub const SEGMENTATION_INT8_SHA256: &str =
+    "fab1eb8fcdc1e2f103b0ef8d7a005d3221b26ae39ca49cfbd164fb6730645802";
 
 const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1.31.1"];
 
@@ -192,6 +198,16 @@ impl ModelPaths {
     /// their sha256 now (start-up hashes only the models a run uses).
     pub fn campplus_trunk_and_head(&self) -> Result<(PathBuf, PathBuf)> {
         self.campplus_trunk_and_head_in(false)
+    }
+
+    /// segmentation-3.0 (checked by [`locate_models`]), or its 8-bit version beside it, checked now.
+    pub fn segmentation_in(&self, int8: bool) -> Result<PathBuf> {
+        if !int8 {
+            return Ok(self.segmentation.clone());
+        }
+        let p = self.segmentation.with_file_name(SEGMENTATION_INT8_FILE);
+        verify_model(&p, SEGMENTATION_INT8_SHA256)?;
+        Ok(p)
     }
 
     /// As [`ModelPaths::campplus_trunk_and_head`], with the 8-bit trunk when `int8`.

@@ -130,6 +130,9 @@ pub trait WindowModel {
 pub struct Segmenter {
     session: Session,
     out: SegOutput,
+    /// The model gives a window the same result inside a batch as alone (the float model); the 8-bit one
+    /// scales its activations per call, so it runs one window per call.
+    batch_invariant: bool,
 }
 
 impl Segmenter {
@@ -150,9 +153,13 @@ impl Segmenter {
             )));
         }
         tracing::debug!(model = %model.display(), threads, "segmentation-3.0 loaded");
+        let batch_invariant = model
+            .file_name()
+            .is_none_or(|n| n != crate::runtime::SEGMENTATION_INT8_FILE);
         Ok(Self {
             session,
             out: SegOutput::default(),
+            batch_invariant,
         })
     }
 
@@ -188,6 +195,13 @@ impl Segmenter {
             ));
         }
         let b = windows.len() / len;
+        if b > 1 && !self.batch_invariant {
+            let mut out = Vec::with_capacity(b);
+            for w in windows.chunks_exact(len) {
+                out.extend(self.run_batch(w, len)?);
+            }
+            return Ok(out);
+        }
         let ierr = |e: ort::Error| Error::Inference(format!("segmentation: {e}"));
         let input = TensorRef::from_array_view(([b, 1, len], windows)).map_err(ierr)?;
         let outputs = self
