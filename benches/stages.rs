@@ -544,7 +544,10 @@ fn stages(c: &mut Criterion) {
     if let Some(models) = &m.models {
         let window = 5 * SR;
         if m.audio.len() >= window + SR {
-            let mut seg = whospoke::segment::Segmenter::new(&models.segmentation, 1)
+            // The default 8-bit model, one window per call.
+            let int8 = models.segmentation_in(true).expect("segmentation-3.0-int8");
+            let mut seg = whospoke::segment::Segmenter::new(&int8, 1).expect("segmentation model");
+            let mut seg_f32 = whospoke::segment::Segmenter::new(&models.segmentation, 1)
                 .expect("segmentation model");
             let starts: Vec<usize> = (0..(m.audio.len() - window) / 16000)
                 .map(|k| k * 16000)
@@ -563,17 +566,34 @@ fn stages(c: &mut Criterion) {
                     )
                 })
             });
-            // Two consecutive windows in one call, as a file run ahead of the model batches them
-            // (`segment::MAX_BATCH`): two seconds of audio per iteration.
+            // The float model (`--precision fp32`): one window, and two consecutive windows in one call, as a
+            // file run ahead of the model batches them (`segment::MAX_BATCH`): two seconds of audio per iteration.
+            g.bench_function("segmentation/1s_audio_fp32", |b| {
+                b.iter(|| {
+                    si = (si + 1) % starts.len();
+                    let a = starts[si];
+                    black_box(
+                        seg_f32
+                            .run(&m.audio[a..a + window])
+                            .expect("segmentation")
+                            .frames(),
+                    )
+                })
+            });
             let mut pair: Vec<f32> = Vec::with_capacity(2 * window);
-            g.bench_function("segmentation/batch2_windows", |b| {
+            g.bench_function("segmentation/batch2_windows_fp32", |b| {
                 b.iter(|| {
                     si = (si + 1) % starts.len();
                     let a = starts[si].min(m.audio.len() - window - SR);
                     pair.clear();
                     pair.extend_from_slice(&m.audio[a..a + window]);
                     pair.extend_from_slice(&m.audio[a + SR..a + SR + window]);
-                    black_box(seg.run_batch(&pair, window).expect("segmentation").len())
+                    black_box(
+                        seg_f32
+                            .run_batch(&pair, window)
+                            .expect("segmentation")
+                            .len(),
+                    )
                 })
             });
             let lp = seg

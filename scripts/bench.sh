@@ -148,7 +148,7 @@ C = lambda name: crit.get("stage/" + name, float("nan"))
 # How fast this machine runs the two models, against the timings in ../shared/notes/models.md (taken on
 # another machine of the same kind: CAM++ 1.5 s window 13 ms, segmentation-3.0 10 s window 22 ms, one thread),
 # so that reports from different days can be compared: the budgets are absolute, machine speed is not.
-cam_w, seg_s = C("embed_campplus/window_1.5s_plain_model"), C("segmentation/1s_audio")
+cam_w, seg_s = C("embed_campplus/window_1.5s_plain_model"), C("segmentation/1s_audio_fp32")
 if cam_w == cam_w and seg_s == seg_s:
     P(f"Model speed here (stage benchmarks below, one thread): CAM++ {cam_w / 1e6:.1f} ms per 1.5 s window "
       f"(`campplus.onnx`; {cam_w / 1e6 / 13.0:.1f}x the 13 ms that ../shared/notes/models.md measured), "
@@ -225,14 +225,17 @@ if crit:
         suffix = "" if th == 1 else "_threads2" if th == 2 else None
         emb_w = C(f"embed_campplus/window_1.5s{suffix}") if suffix is not None else float("nan")
         cam_label = f"CAM++ embedding ({win_per_s:.2f} windows/s, one per call)"
-        b4 = C("embed_campplus/batch4_windows_1.5s") / 4
+        # The default trunk's shape is fixed at one window, so it embeds one window per call even with a
+        # backlog (the float trunk batches 4: `embed_campplus/batch4_windows_1.5s_fp32`).
+        b4 = float("nan")
         if th == 1 and b4 == b4:
             # File mode has a backlog, so the analysis thread embeds windows of one length 4 per call.
             emb_w = b4
             cam_label = (f"CAM++ embedding ({win_per_s:.2f} windows/s, 4 per call as with a backlog; windows of "
                          f"odd lengths, at short regions, still go one per call)")
-        seg_ns, seg_label = C("segmentation/1s_audio"), "segmentation-3.0 (one 5 s window per second; mode seg)"
-        s2 = C("segmentation/batch2_windows") / 2
+        seg_ns, seg_label = C("segmentation/1s_audio"), "segmentation-3.0 int8 (one 5 s window per second, one per call; mode seg)"
+        # The 8-bit model runs one window per call (not batch-invariant); the float model batches two.
+        s2 = float("nan")
         if s2 == s2:
             # File mode: the segmentation thread runs windows two per call (segment::MAX_BATCH).
             seg_ns = s2
@@ -275,6 +278,14 @@ if crit:
               f"{med / (floor / 1e9):.2f}x that floor.")
             P("")
         single = C("embed_campplus/window_1.5s")
+        cam32, seg32, segq = C("embed_campplus/window_1.5s_fp32"), C("segmentation/1s_audio_fp32"), C("segmentation/1s_audio")
+        if th == 1 and single == single and cam32 == cam32 and seg32 == seg32 and segq == segq:
+            P(f"8-bit models (`--precision int8`, the default; `models/quantize_*.py`): one CAM++ window {fmt_t(single)} "
+              f"against {fmt_t(cam32)} with the float trunk ({cam32 / single:.2f}x faster), one segmentation window "
+              f"{fmt_t(segq)} against {fmt_t(seg32)} ({seg32 / segq:.2f}x; the float model runs two per call with a "
+              f"backlog: {fmt_t(C('segmentation/batch2_windows_fp32') / 2)} per window). The speed-up depends on the "
+              "CPU's integer instructions (AVX-512 VNNI here).")
+            P("")
         if th == 1 and b4 == b4 and single == single:
             P(f"CAM++ batching (`WindowBatcher`, pipeline.rs): one 1.5 s window alone costs {fmt_t(single)}; four in "
               f"one call {fmt_t(4 * b4)}, i.e. {fmt_t(b4)} per window ({b4 / single:.2f}x). The batched embeddings "
@@ -519,7 +530,8 @@ if crit:
     P("| benchmark | median | per 1 s of audio | share |")
     P("|---|---|---|---|")
     order = ["resample_48k_stereo_to_16k_mono/1s_audio", "vad_webrtc_smoother/1s_audio", "fbank_streaming/1s_audio",
-             "embed_campplus/window_1.5s", "embed_campplus/1s_audio", "embed_campplus/batch4_windows_1.5s",
+             "embed_campplus/window_1.5s", "embed_campplus/1s_audio", "embed_campplus/window_1.5s_fp32",
+             "embed_campplus/batch4_windows_1.5s_fp32", "embed_campplus/1s_audio_shared_trunk",
              "embed_campplus/window_1.5s_threads2",
              "embed_campplus/1s_audio_threads2", "cluster_assign_2_windows/1s_audio", "turns_tracker/1s_audio",
              "ring_input_48k_stereo_f32/1s_audio", "ring_vad_frames/1s_audio"]
@@ -531,7 +543,7 @@ if crit:
         if n.startswith("embed_campplus/batch4"):
             per_s = ns / 4 * win_per_s
             note = f" (one call embeds 4 windows: / 4 × {win_per_s:.2f} windows/s)"
-        elif n == "segmentation/batch2_windows":
+        elif n.startswith("segmentation/batch2_windows"):
             per_s = ns / 2
             note = " (one call segments 2 windows, 2 s of audio at the 1 s step: / 2)"
         elif n.startswith("embed_campplus/window"):
