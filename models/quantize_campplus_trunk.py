@@ -23,7 +23,6 @@ speakers stay apart.
 """
 
 import argparse
-import hashlib
 import os
 import struct
 import sys
@@ -36,19 +35,11 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
-from export_campplus_trunk import head  # noqa: E402
+from export_campplus_trunk import head, sha256  # noqa: E402
 
 TRUNK_SHA256 = "1ceaf62f27890a6daf59152609c861903c2ae613bd2b3cc006a410da98460219"
 WINDOW = 148  # fbank frames of a 1.5 s window
 HOP = 37
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def mel_banks():

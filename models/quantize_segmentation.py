@@ -21,7 +21,6 @@ frames.
 """
 
 import argparse
-import hashlib
 import os
 import sys
 
@@ -31,15 +30,11 @@ import soundfile as sf
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True
+sys.path.insert(0, HERE)
+from export_campplus_trunk import sha256  # noqa: E402
+
 SEGMENTATION_SHA256 = "fb7ff0edc96c439ec3333886d58172c4bbb67a3957f8dda78c500e5de2ef175a"
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main():

@@ -36,6 +36,8 @@ pub struct Embedder {
     batch: Vec<f32>,
     /// The session takes one window of exactly this many frames ([`Embedder::new_weighted_fixed`]).
     fixed: Option<usize>,
+    /// Trunk output [N, channels, T'] of the last call, reused.
+    trunk_out: Vec<f32>,
 }
 
 impl Embedder {
@@ -109,6 +111,7 @@ impl Embedder {
             mean: vec![0.0; NUM_BINS],
             batch: Vec::new(),
             fixed,
+            trunk_out: Vec::new(),
         })
     }
 
@@ -266,9 +269,35 @@ impl Embedder {
                 )));
             }
         }
+        let mut frames = std::mem::take(&mut self.trunk_out);
+        let result = self
+            .run_trunk(windows, head.channels(), &mut frames)
+            .and_then(|pooled| {
+                let per = head.channels() * pooled;
+                let mut out = Vec::with_capacity(windows.len());
+                for (f, wt) in frames.chunks(per).zip(weights) {
+                    let e = head.apply(f, pooled, wt, &mut self.pooled);
+                    check_output(&e, 1)?;
+                    out.push(e);
+                }
+                Ok(out)
+            });
+        self.trunk_out = frames;
+        result
+    }
+
+    /// Mean-normalises `windows` (equal lengths), runs the trunk on them in one call and writes its frames
+    /// [n, channels, T'] into `out`; returns T'.
+    fn run_trunk(
+        &mut self,
+        windows: &[ArrayView2<f32>],
+        channels: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<usize> {
+        let n = windows.len();
+        let t = windows.first().map_or(0, |w| w.nrows());
         let mut all = std::mem::take(&mut self.batch);
         all.clear();
-        let n = windows.len();
         let result = (|| {
             for w in windows {
                 self.prepare(*w)?;
@@ -283,20 +312,14 @@ impl Embedder {
             let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
             let dims: Vec<i64> = shape.iter().copied().collect();
             let pooled = pooled_len(t);
-            if dims != [n as i64, head.channels() as i64, pooled as i64] {
+            if dims != [n as i64, channels as i64, pooled as i64] {
                 return Err(Error::Inference(format!(
-                    "CAM++ trunk returned shape {dims:?}, expected [{n}, {}, {pooled}]",
-                    head.channels()
+                    "CAM++ trunk returned shape {dims:?}, expected [{n}, {channels}, {pooled}]"
                 )));
             }
-            let per = head.channels() * pooled;
-            let mut out = Vec::with_capacity(n);
-            for (frames, wt) in data.chunks(per).zip(weights) {
-                let e = head.apply(frames, pooled, wt, &mut self.pooled);
-                check_output(&e, 1)?;
-                out.push(e);
-            }
-            Ok(out)
+            out.clear();
+            out.extend_from_slice(data);
+            Ok(pooled)
         })();
         self.batch = all;
         result
@@ -324,37 +347,11 @@ impl Embedder {
                 c.nrows()
             )));
         }
-        let mut all = std::mem::take(&mut self.batch);
-        all.clear();
-        let n = chunks.len();
-        let result = (|| {
-            for c in chunks {
-                self.prepare(*c)?;
-                all.extend_from_slice(&self.feats);
-            }
-            let ierr = |e: ort::Error| Error::Inference(format!("CAM++ trunk: {e}"));
-            let feats = TensorRef::from_array_view(([n, t, NUM_BINS], &all[..])).map_err(ierr)?;
-            let outputs = self
-                .session
-                .run(ort::inputs!["feats" => feats])
-                .map_err(ierr)?;
-            let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
-            let dims: Vec<i64> = shape.iter().copied().collect();
-            let pooled = pooled_len(t);
-            if dims != [n as i64, channels as i64, pooled as i64] {
-                return Err(Error::Inference(format!(
-                    "CAM++ trunk returned shape {dims:?}, expected [{n}, {channels}, {pooled}]"
-                )));
-            }
-            if data.iter().any(|x| !x.is_finite()) {
-                return Err(Error::Inference("CAM++ trunk returned NaN/inf".into()));
-            }
-            out.clear();
-            out.extend_from_slice(data);
-            Ok(pooled)
-        })();
-        self.batch = all;
-        result
+        let pooled = self.run_trunk(chunks, channels, out)?;
+        if out.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Inference("CAM++ trunk returned NaN/inf".into()));
+        }
+        Ok(pooled)
     }
 
     /// The head (pooling, dense layer, batch norm) of a weighted embedder.
