@@ -60,7 +60,7 @@ impl Embedder {
 
     /// As [`Embedder::new_weighted`], for windows of exactly `frames` fbank frames, one per call: the session's
     /// shapes are fixed, so it is built faster (start-up) and runs no shape arithmetic. The analysis thread gives
-    /// a shorter window its own frames, repeated, as context with weight 0 (`with_context` in pipeline.rs).
+    /// a shorter window the audio before it as context, with weight 0 (`WindowBatcher`).
     pub fn new_weighted_fixed(
         trunk: &Path,
         head: &Path,

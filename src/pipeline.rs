@@ -1003,7 +1003,7 @@ const SEG_POP_FRAMES: usize = 134;
 #[derive(Default)]
 struct WindowBatcher {
     /// Every window is embedded at exactly this many fbank frames (`Embedder::fixed_frames`): a shorter one
-    /// takes its own frames, repeated, as context with weight 0 (`with_context`).
+    /// takes the frames before it as context, with weight 0.
     fixed: Option<usize>,
     /// Outgoing messages in stream order; a window's `embedding` is empty until embedded.
     out: Vec<Analysis>,
@@ -1058,7 +1058,7 @@ impl WindowBatcher {
         }
         let t = match self.fixed {
             Some(f) if t < f => {
-                with_context(t, f, &mut buf, &mut weights);
+                with_context(tracker, first, t, f, &mut buf, &mut weights);
                 f
             }
             _ => t,
@@ -1124,23 +1124,33 @@ impl WindowBatcher {
     }
 }
 
-/// Makes a window of `t` fbank frames (its raw fbank in `buf`, its weights in `weights`, empty = unweighted)
-/// `f` frames long for a fixed-shape embedder: its own frames, repeated, go in front with weight 0, so the
-/// pooling counts the window once, as before, and the trunk's context (CAM++ averages over everything it is
-/// given) holds only this voice. A short window starts a speech region, so the audio before it would be a
-/// pause and often another speaker.
-fn with_context(t: usize, f: usize, buf: &mut Vec<f32>, weights: &mut Vec<f32>) {
+/// Makes the window of `t` fbank frames starting at `first` (its raw fbank in `buf`, its weights in `weights`,
+/// empty = unweighted) `f` frames long for a fixed-shape embedder: the `f - t` frames before it go in front as
+/// context with weight 0, so the pooling counts only the window, as before. At the start of the stream,
+/// where there is not enough audio before the window, the window's own frames are repeated in front instead
+/// (also with weight 0).
+fn with_context(
+    tracker: &FeatureTracker,
+    first: u64,
+    t: usize,
+    f: usize,
+    buf: &mut Vec<f32>,
+    weights: &mut Vec<f32>,
+) {
     let nb = crate::fbank::NUM_BINS;
-    let need = f.saturating_sub(t);
-    if need == 0 || buf.is_empty() {
-        return;
+    let need = f - t;
+    let mut ctx = Vec::with_capacity(need * nb);
+    let (from, n) = tracker.copy_frames(first.saturating_sub(need as u64), first, &mut ctx);
+    if n < need || from + n as u64 != first {
+        // Not enough audio before the window: repeat the window itself, ending where it starts.
+        ctx.clear();
+        let own = buf.clone();
+        while ctx.len() < need * nb {
+            ctx.extend_from_slice(&own);
+        }
+        let extra = ctx.len() - need * nb;
+        ctx.drain(..extra);
     }
-    let mut ctx = Vec::with_capacity(f * nb);
-    while ctx.len() < need * nb {
-        ctx.extend_from_slice(buf);
-    }
-    let extra = ctx.len() - need * nb;
-    ctx.drain(..extra);
     ctx.extend_from_slice(buf);
     *buf = ctx;
     if weights.is_empty() {
@@ -1654,38 +1664,63 @@ mod context_tests {
     use super::*;
     use crate::fbank::NUM_BINS;
 
-    /// 60 frames whose rows all differ.
-    fn window() -> Vec<f32> {
-        (0..60 * NUM_BINS).map(|i| i as f32).collect()
+    /// A tracker that has seen `secs` of a chirp (every fbank frame different).
+    fn tracker(secs: f64) -> FeatureTracker {
+        let mut t = FeatureTracker::new(&WindowConfig::default()).unwrap();
+        let n = (secs * SAMPLE_RATE as f64) as usize;
+        let audio: Vec<f32> = (0..n)
+            .map(|i| {
+                let x = i as f32 / SAMPLE_RATE as f32;
+                0.3 * (2.0 * std::f32::consts::PI * (200.0 + 300.0 * x) * x).sin()
+            })
+            .collect();
+        for (k, c) in audio.chunks(480).enumerate() {
+            t.push((k * 480) as u64, c, true);
+        }
+        t
     }
 
-    /// A short window is repeated in front of itself up to the fixed length, weighted 0 there; its own
-    /// frames and weights end the buffer.
+    fn frames(t: &FeatureTracker, a: u64, b: u64) -> Vec<f32> {
+        let mut v = Vec::new();
+        let (from, n) = t.copy_frames(a, b, &mut v);
+        assert_eq!((from, n as u64), (a, b - a));
+        v
+    }
+
+    /// A short window gets the frames before it as context, weighted 0; its own frames and weights follow.
     #[test]
-    fn a_short_window_repeats_itself_in_front_with_weight_zero() {
-        let own = window();
-        let mut buf = own.clone();
-        let ramp: Vec<f32> = (0..60).map(|i| i as f32 / 60.0).collect();
-        let mut weights = ramp.clone();
-        with_context(60, 148, &mut buf, &mut weights);
-        assert_eq!(buf.len(), 148 * NUM_BINS);
-        assert_eq!(&buf[88 * NUM_BINS..], &own[..]);
-        // In front: ..., own[32..60], then own[0..60] ends the 88 frames of context.
-        assert_eq!(&buf[28 * NUM_BINS..88 * NUM_BINS], &own[..]);
-        assert_eq!(&buf[..28 * NUM_BINS], &own[32 * NUM_BINS..]);
+    fn a_short_window_takes_the_frames_before_it_as_context() {
+        let t = tracker(3.0);
+        let mut buf = frames(&t, 200, 260);
+        let mut weights: Vec<f32> = (0..60).map(|i| i as f32 / 60.0).collect();
+        let own = weights.clone();
+        with_context(&t, 200, 60, 148, &mut buf, &mut weights);
+        assert_eq!(buf, frames(&t, 112, 260));
         assert_eq!(weights.len(), 148);
         assert!(weights[..88].iter().all(|&w| w == 0.0));
-        assert_eq!(&weights[88..], &ramp[..]);
+        assert_eq!(&weights[88..], &own[..]);
         // Unweighted: ones on the window.
-        let mut buf = own.clone();
+        let mut buf = frames(&t, 200, 260);
         let mut none = Vec::new();
-        with_context(60, 148, &mut buf, &mut none);
+        with_context(&t, 200, 60, 148, &mut buf, &mut none);
         assert_eq!(none.iter().sum::<f32>(), 60.0);
         assert!(none[88..].iter().all(|&w| w == 1.0));
-        // A full window is left alone.
-        let mut full: Vec<f32> = vec![1.0; 148 * NUM_BINS];
-        let mut w = vec![0.5f32; 148];
-        with_context(148, 148, &mut full, &mut w);
-        assert_eq!((full.len(), w.len()), (148 * NUM_BINS, 148));
+    }
+
+    /// At the start of the stream there is too little audio before the window: its own frames, repeated,
+    /// fill the front (weighted 0), and the window ends the buffer.
+    #[test]
+    fn at_the_stream_start_the_window_repeats_in_front() {
+        let t = tracker(1.0);
+        let own = frames(&t, 10, 70);
+        let mut buf = own.clone();
+        let mut weights = Vec::new();
+        with_context(&t, 10, 60, 148, &mut buf, &mut weights);
+        assert_eq!(buf.len(), 148 * NUM_BINS);
+        assert_eq!(&buf[88 * NUM_BINS..], &own[..]);
+        // The 88 frames in front are the window's last 88 frames of its repetition: ..., own[32..60].
+        assert_eq!(&buf[60 * NUM_BINS..88 * NUM_BINS], &own[32 * NUM_BINS..]);
+        assert!(weights[..88].iter().all(|&w| w == 0.0));
+        assert!(weights[88..].iter().all(|&w| w == 1.0));
     }
 }
