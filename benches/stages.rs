@@ -544,9 +544,15 @@ fn stages(c: &mut Criterion) {
     if let Some(models) = &m.models {
         let window = 5 * SR;
         if m.audio.len() >= window + SR {
-            // The default 8-bit model, one window per call.
+            // The default: the 8-bit model split at its first convolution, consecutive windows of a stream
+            // (each reuses the 4 s it shares with the previous one), one per call.
+            let (front, rest) = models.segmentation_split().expect("split segmentation-3.0");
+            let mut seg = whospoke::segment::Segmenter::new_split(&front, &rest, 1)
+                .expect("segmentation model");
+            // The whole 8-bit model (every window from scratch), for comparison.
             let int8 = models.segmentation_in(true).expect("segmentation-3.0-int8");
-            let mut seg = whospoke::segment::Segmenter::new(&int8, 1).expect("segmentation model");
+            let mut seg_whole =
+                whospoke::segment::Segmenter::new(&int8, 1).expect("segmentation model");
             let mut seg_f32 = whospoke::segment::Segmenter::new(&models.segmentation, 1)
                 .expect("segmentation model");
             let starts: Vec<usize> = (0..(m.audio.len() - window) / 16000)
@@ -560,7 +566,19 @@ fn stages(c: &mut Criterion) {
                     si = (si + 1) % starts.len();
                     let a = starts[si];
                     black_box(
-                        seg.run(&m.audio[a..a + window])
+                        seg.run_at(a as i64, &m.audio[a..a + window])
+                            .expect("segmentation")
+                            .frames(),
+                    )
+                })
+            });
+            g.bench_function("segmentation/1s_audio_int8_whole", |b| {
+                b.iter(|| {
+                    si = (si + 1) % starts.len();
+                    let a = starts[si];
+                    black_box(
+                        seg_whole
+                            .run(&m.audio[a..a + window])
                             .expect("segmentation")
                             .frames(),
                     )

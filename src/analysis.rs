@@ -471,8 +471,9 @@ pub struct SegConfig {
     /// probability that the window's dominant local speaker (of the newest segmentation window) speaks alone
     /// there ([`LocalWeights`]; `models/campplus_trunk.onnx` + `campplus_head.bin`). Off: plain CAM++ (`campplus.onnx`).
     pub weighted_embeddings: bool,
-    /// segmentation-3.0 with 8-bit LSTMs and matrix products (`models/segmentation-3.0-int8.onnx`), one
-    /// window per model call.
+    /// segmentation-3.0 with 8-bit LSTMs and matrix products (`models/segmentation-3.0-int8.onnx`, run split at
+    /// its first convolution, which overlapping windows share: `segmentation-3.0-sincconv.onnx` +
+    /// `segmentation-3.0-int8-rest.onnx`), one window per model call.
     pub int8: bool,
 }
 

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cluster;
 pub mod decode;
 pub mod embed;
+pub mod embed_worker;
 pub mod error;
 pub mod eval;
 pub mod events;

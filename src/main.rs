@@ -288,6 +288,11 @@ struct RunArgs {
     /// ONNX Runtime threads for the embedding model.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// CAM++ sessions that embed windows in parallel, 1 or 2 [default: 2 for a file or stdin on a machine
+    /// with 3+ cores and --threads 1, else 1]. Files and stdin run ahead of real time, so several windows
+    /// wait at once; the labels are the same either way; a second session costs ~40 MB.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2))]
+    embed_sessions: Option<u64>,
     /// Directory holding the ONNX models (default: found next to the binary or in the source tree).
     #[arg(long, value_name = "DIR")]
     models: Option<PathBuf>,
@@ -316,7 +321,8 @@ enum Mode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Precision {
-    /// models/campplus_trunk_int8.onnx and models/segmentation-3.0-int8.onnx.
+    /// models/campplus_trunk_int8.onnx and the 8-bit segmentation-3.0 (models/segmentation-3.0-sincconv.onnx +
+    /// segmentation-3.0-int8-rest.onnx, split from segmentation-3.0-int8.onnx).
     Int8,
     /// models/campplus_trunk.onnx and models/segmentation-3.0.onnx.
     Fp32,
@@ -677,6 +683,7 @@ fn config(a: &RunArgs, live: bool) -> Config {
             ..TurnConfig::default()
         },
         threads: a.threads,
+        embed_sessions: a.embed_sessions.map(|n| n as usize),
         ring_seconds: if live { 4.0 } else { 2.0 },
         ..Config::default()
     }

@@ -29,6 +29,7 @@ use crate::capture::{CaptureStats, Microphone};
 use crate::cluster::ClusterConfig;
 use crate::decode::{AudioSource, InputFormat};
 use crate::embed::{Embedder, TrunkFrames};
+use crate::embed_worker::{EmbedJob, EmbedWorker, LazyWorker};
 use crate::events::{Control, Event};
 use crate::resample::Resampler;
 use crate::ring::{self, RingSignal};
@@ -48,6 +49,11 @@ pub struct Config {
     pub turns: TurnConfig,
     /// ONNX Runtime intra-op threads for the embedding model.
     pub threads: usize,
+    /// CAM++ sessions embedding windows in parallel (1 or 2); None: 2 for a source that runs ahead of real
+    /// time (file, stdin) on a machine with three or more cores (one each for the segmentation thread and
+    /// both sessions) and `threads` 1, else 1. On two cores a second session was 3 % faster for 13 % more
+    /// CPU and ~40 MB more memory (docs/performance.md).
+    pub embed_sessions: Option<usize>,
     /// Seconds of input audio ring A holds before the microphone drops samples.
     pub ring_seconds: f64,
     /// Voice profiles that may name speakers (empty = none), and how they are matched.
@@ -67,6 +73,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             turns: TurnConfig::default(),
             threads: 1,
+            embed_sessions: None,
             ring_seconds: 4.0,
             profiles: Vec::new(),
             matching: crate::profiles::MatchConfig::default(),
@@ -96,6 +103,11 @@ impl Config {
                 self.turns.min_pause
             )));
         }
+        if let Some(n) = self.embed_sessions.filter(|n| !(1..=2).contains(n)) {
+            return Err(Error::Config(format!(
+                "embedding sessions must be 1 or 2, not {n}"
+            )));
+        }
         if self.threads == 0 || self.threads > 64 {
             return Err(Error::Config(format!(
                 "threads must be 1..=64, not {}",
@@ -103,6 +115,20 @@ impl Config {
             )));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// CAM++ sessions to run for a source that is `live` (delivers audio in real time) or not.
+    pub fn embed_sessions(&self, live: bool) -> usize {
+        self.embed_sessions.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if !live && cores >= 3 && self.threads == 1 {
+                2
+            } else {
+                1
+            }
+        })
     }
 }
 
@@ -189,9 +215,16 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
     let (embedder, segmenter) = std::thread::scope(|s| {
         let seg = cfg.seg.enabled.then(|| {
             s.spawn(|| {
-                models
-                    .segmentation_in(cfg.seg.int8)
-                    .and_then(|p| Segmenter::new(&p, cfg.threads))
+                if cfg.seg.int8 {
+                    // The 8-bit model split at its first convolution, which overlapping windows share.
+                    models
+                        .segmentation_split()
+                        .and_then(|(front, rest)| Segmenter::new_split(&front, &rest, cfg.threads))
+                } else {
+                    models
+                        .segmentation_in(false)
+                        .and_then(|p| Segmenter::new(&p, cfg.threads))
+                }
             })
         });
         let embedder = if cfg.seg.enabled && cfg.seg.weighted_embeddings {
@@ -331,12 +364,29 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
         }
         None => (cons_b, sig_b),
     };
+    // Files and stdin run ahead of real time: a second CAM++ session embeds every other window of a backlog
+    // (the same bits as the first would: the labels do not change), started by the analysis thread once the
+    // input has run ahead for WORKER_AFTER_S.
+    let worker = if cfg.embed_sessions(live) >= 2 && embedder.fixed_frames().is_some() {
+        let paths = models.campplus_trunk_and_head_in(cfg.windows.trunk_int8)?;
+        let (threads, frames) = (cfg.threads, cfg.windows.window_frames());
+        let load: crate::embed_worker::LoadEmbedder =
+            Box::new(move || Embedder::new_weighted_fixed(&paths.0, &paths.1, threads, frames));
+        Some(LazyWorker::new(
+            load,
+            (WORKER_AFTER_S * SAMPLE_RATE as f64) as u64,
+        ))
+    } else {
+        None
+    };
     {
         let wcfg = cfg.windows.clone();
         let st = stop.clone();
         handles.push(spawn("analysis", move || {
             sig_an.register_consumer();
-            analysis_thread(wcfg, embedder, cons_an, &sig_an, tx_an, locals_rx, &st)
+            analysis_thread(
+                wcfg, embedder, worker, cons_an, &sig_an, tx_an, locals_rx, &st,
+            )
         })?);
     }
     {
@@ -999,6 +1049,10 @@ const POP_FRAMES: usize = 256;
 /// `segment::MAX_BATCH` windows per model call when a file runs ahead).
 const SEG_POP_FRAMES: usize = 134;
 
+/// Stream seconds after which a backlog starts the second CAM++ session ([`LazyWorker`]): a shorter file is done
+/// before the session would be loaded (~0.15 s of CPU).
+const WORKER_AFTER_S: f64 = 10.0;
+
 /// Messages of one popped chunk, held back in stream order until the chunk's windows are embedded.
 #[derive(Default)]
 struct WindowBatcher {
@@ -1078,9 +1132,14 @@ impl WindowBatcher {
     fn flush(
         &mut self,
         embedder: &mut Embedder,
+        worker: Option<&mut EmbedWorker>,
         tx: &Sender<Analysis>,
     ) -> std::result::Result<(), Option<crate::Error>> {
         let mut jobs = std::mem::take(&mut self.jobs);
+        if let Some(w) = worker.filter(|w| self.fixed.is_some() && jobs.len() >= 2 && w.is_ready())
+        {
+            return self.flush_shared(embedder, w, jobs, tx);
+        }
         // Stable: windows of one length keep their order.
         jobs.sort_by_key(|j| j.1);
         let max_batch = if self.fixed.is_some() { 1 } else { MAX_BATCH };
@@ -1117,6 +1176,83 @@ impl WindowBatcher {
             self.spare.push(buf);
             self.spare_weights.push(w);
         }
+        self.send_out(tx)
+    }
+
+    /// As [`WindowBatcher::flush`] for a fixed-shape embedder with a ready [`EmbedWorker`]: every other
+    /// window goes to the worker's session, the rest are embedded here at the same time, one per call.
+    fn flush_shared(
+        &mut self,
+        embedder: &mut Embedder,
+        worker: &mut EmbedWorker,
+        jobs: Vec<(Vec<f32>, usize, usize, Vec<f32>)>,
+        tx: &Sender<Analysis>,
+    ) -> std::result::Result<(), Option<crate::Error>> {
+        let mut local = Vec::with_capacity(jobs.len());
+        for (k, (feats, frames, index, weights)) in jobs.into_iter().enumerate() {
+            let job = EmbedJob {
+                feats,
+                frames,
+                weights,
+                index,
+            };
+            if k % 2 == 1 {
+                match worker.send(job) {
+                    Ok(()) => continue,
+                    // The worker is gone: embed it here.
+                    Err(job) => local.push(job),
+                }
+            } else {
+                local.push(job);
+            }
+        }
+        let mut result = Ok(());
+        for job in local {
+            if result.is_ok() {
+                result =
+                    crate::embed_worker::embed_one(embedder, &job.feats, job.frames, &job.weights)
+                        .map(|e| self.set_embedding(job.index, e));
+                self.calls[0] += 1;
+            }
+            self.spare.push(job.feats);
+            self.spare_weights.push(job.weights);
+        }
+        // Every job sent is received, even after an error, so none is left for the next flush.
+        while let Some(done) = worker.recv() {
+            match done {
+                Ok(d) => {
+                    match d.embedding {
+                        Ok(e) if result.is_ok() => self.set_embedding(d.job.index, e),
+                        Ok(_) => {}
+                        Err(e) => {
+                            if result.is_ok() {
+                                result = Err(e);
+                            }
+                        }
+                    }
+                    self.calls[0] += 1;
+                    self.spare.push(d.job.feats);
+                    self.spare_weights.push(d.job.weights);
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        result.map_err(Some)?;
+        self.send_out(tx)
+    }
+
+    fn set_embedding(&mut self, index: usize, e: Vec<f32>) {
+        if let Some(Analysis::Window { embedding, .. }) = self.out.get_mut(index) {
+            *embedding = e;
+        }
+    }
+
+    /// Sends everything held, in stream order.
+    fn send_out(&mut self, tx: &Sender<Analysis>) -> std::result::Result<(), Option<crate::Error>> {
         for msg in self.out.drain(..) {
             tx.send(msg).map_err(|_| None)?;
         }
@@ -1392,6 +1528,7 @@ fn fbank_span(span: WindowSpan) -> (u64, usize) {
 fn analysis_thread(
     cfg: WindowConfig,
     mut embedder: Embedder,
+    mut worker: Option<LazyWorker>,
     mut cons: HeapCons<VadFrame>,
     sig: &RingSignal,
     tx: Sender<Analysis>,
@@ -1480,7 +1617,10 @@ fn analysis_thread(
         }
         let flushed = match shared.as_mut() {
             Some(sh) => sh.flush(&mut embedder, &tx, tracker.frames_available()),
-            None => batcher.flush(&mut embedder, &tx),
+            None => {
+                let w = worker.as_mut().and_then(|l| l.get(end, batcher.jobs.len()));
+                batcher.flush(&mut embedder, w, &tx)
+            }
         };
         match flushed {
             Ok(()) => {}
@@ -1510,7 +1650,8 @@ fn analysis_thread(
                     result = batcher.window(&mut tracker, span, locals.as_mut());
                 }
                 if result.is_ok() {
-                    batcher.flush(&mut embedder, &tx)
+                    let w = worker.as_mut().and_then(|l| l.get(end, batcher.jobs.len()));
+                    batcher.flush(&mut embedder, w, &tx)
                 } else {
                     Ok(())
                 }
@@ -1526,8 +1667,12 @@ fn analysis_thread(
             tracing::debug!(calls_by_batch_size = ?sh.calls, weighted_windows = sh.weighted, "CAM++ trunk calls (shared trunk)")
         }
         None => {
-            tracing::debug!(calls_by_batch_size = ?batcher.calls, weighted_windows = batcher.weighted, "CAM++ calls")
+            tracing::debug!(calls_by_batch_size = ?batcher.calls, weighted_windows = batcher.weighted,
+                by_second_session = worker.as_ref().map_or(0, |w| w.embedded()), "CAM++ calls")
         }
+    }
+    if let Some(w) = worker.as_mut() {
+        w.finish();
     }
     if result.is_err() {
         // Failed mid-stream: stop the source and keep draining so the upstream threads can end.

@@ -49,6 +49,18 @@ pub const SEGMENTATION_INT8_FILE: &str = "segmentation-3.0-int8.onnx";
 pub const SEGMENTATION_INT8_SHA256: &str =
     "fab1eb8fcdc1e2f103b0ef8d7a005d3221b26ae39ca49cfbd164fb6730645802";
 
+/// segmentation-3.0-int8.onnx split at its first convolution (models/split_segmentation.py): the convolution
+/// alone, `waveform` [1, 1, n] -> `conv` [1, 80, (n - 251) / 10 + 1], run once over the stream.
+pub const SEGMENTATION_SINCCONV_FILE: &str = "segmentation-3.0-sincconv.onnx";
+/// sha256 of `models/segmentation-3.0-sincconv.onnx`.
+pub const SEGMENTATION_SINCCONV_SHA256: &str =
+    "5aa2085d8cc93bb0aa4f19db68c847395d8601bf3c9d304ecdf27eb827aedf04";
+/// The rest of segmentation-3.0-int8.onnx: `conv` [1, 80, F], `mean` [1], `var` [1] -> `log_probs` [1, F', 7].
+pub const SEGMENTATION_INT8_REST_FILE: &str = "segmentation-3.0-int8-rest.onnx";
+/// sha256 of `models/segmentation-3.0-int8-rest.onnx`.
+pub const SEGMENTATION_INT8_REST_SHA256: &str =
+    "9b230fa26a459d5d0e560b917ea17b47f410f6bdaf7d56efdfbcd121e5cbee85";
+
 const LIB_NAMES: [&str; 2] = ["libonnxruntime.so", "libonnxruntime.so.1.31.1"];
 
 struct Loaded {
@@ -208,6 +220,17 @@ impl ModelPaths {
         let p = self.segmentation.with_file_name(SEGMENTATION_INT8_FILE);
         verify_model(&p, SEGMENTATION_INT8_SHA256)?;
         Ok(p)
+    }
+
+    /// The 8-bit segmentation-3.0 split at its first convolution (front, rest), checked now.
+    pub fn segmentation_split(&self) -> Result<(PathBuf, PathBuf)> {
+        let front = self.segmentation.with_file_name(SEGMENTATION_SINCCONV_FILE);
+        let rest = self
+            .segmentation
+            .with_file_name(SEGMENTATION_INT8_REST_FILE);
+        verify_model(&front, SEGMENTATION_SINCCONV_SHA256)?;
+        verify_model(&rest, SEGMENTATION_INT8_REST_SHA256)?;
+        Ok((front, rest))
     }
 
     /// As [`ModelPaths::campplus_trunk_and_head`], with the 8-bit trunk when `int8`.

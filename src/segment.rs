@@ -116,6 +116,22 @@ pub trait WindowModel {
     /// Log-probabilities [frame_count(window.len()), 7] for `window`.
     fn log_probs(&mut self, window: &[f32]) -> Result<ArrayView2<'_, f32>>;
 
+    /// As [`WindowModel::log_probs`] for the window starting at stream sample `start` (negative: zeros
+    /// before the stream), for a model that reuses work between overlapping windows of one stream. Windows
+    /// come in stream order.
+    fn log_probs_at(&mut self, start: i64, window: &[f32]) -> Result<ArrayView2<'_, f32>> {
+        let _ = start;
+        self.log_probs(window)
+    }
+
+    /// Whether [`WindowModel::log_probs_batch`] may run several windows in one call.
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// The stream starts again: forget anything kept from its windows.
+    fn new_stream(&mut self) {}
+
     /// Log-probabilities of several windows of one length (`windows` holds them back to back, `len` samples
     /// each), in order. A model that can batch overrides it; the result must equal one call per window.
     fn log_probs_batch(&mut self, windows: &[f32], len: usize) -> Result<Vec<Array2<f32>>> {
@@ -133,6 +149,105 @@ pub struct Segmenter {
     /// The model gives a window the same result inside a batch as alone (the float model); the 8-bit one
     /// scales its activations per call, so it runs one window per call.
     batch_invariant: bool,
+    /// The 8-bit model split at its first convolution ([`Segmenter::new_split`]); `session` is then the rest.
+    split: Option<SincConv>,
+}
+
+/// Stride and taps of segmentation-3.0's first convolution (SincNet's 80 band-pass filters).
+const CONV_STRIDE: usize = 10;
+const CONV_TAPS: usize = 251;
+
+/// The first convolution of segmentation-3.0 run once over the stream (models/split_segmentation.py): its
+/// output for the raw samples does not depend on the window (the window's instance norm is an affine map
+/// applied after it, in the rest model), so overlapping windows (5 s every 1 s) share it, and each second of
+/// audio goes through it once instead of five times.
+struct SincConv {
+    session: Session,
+    /// Output frames of the stream kept for the next windows: row f holds filter f's frames [lo, lo + len).
+    rows: Vec<Vec<f32>>,
+    /// Stream index of the first kept frame (frame g covers samples [10 g, 10 g + 251); negative before the
+    /// stream start, where the samples are the zeros the window is padded with).
+    lo: i64,
+    /// The window's frames, [filters, F] row-major: the rest model's input.
+    input: Vec<f32>,
+}
+
+impl SincConv {
+    fn frames_kept(&self) -> i64 {
+        self.rows.first().map_or(0, |r| r.len() as i64)
+    }
+
+    /// Runs the convolution on `samples` and appends its frames to the kept ones.
+    fn extend(&mut self, samples: &[f32]) -> Result<()> {
+        let ierr = |e: ort::Error| Error::Inference(format!("segmentation front end: {e}"));
+        let input =
+            TensorRef::from_array_view(([1usize, 1, samples.len()], samples)).map_err(ierr)?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["waveform" => input])
+            .map_err(ierr)?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
+        let expected = (samples.len() - CONV_TAPS) / CONV_STRIDE + 1;
+        if shape.len() != 3 || shape[0] != 1 || shape[2] != expected as i64 || shape[1] < 1 {
+            return Err(Error::Inference(format!(
+                "segmentation front end returned shape {shape:?} for {} samples, expected [1, F, {expected}]",
+                samples.len()
+            )));
+        }
+        let filters = shape[1] as usize;
+        if self.rows.len() != filters {
+            self.rows = vec![Vec::new(); filters];
+        }
+        for (row, d) in self.rows.iter_mut().zip(data.chunks_exact(expected)) {
+            row.extend_from_slice(d);
+        }
+        Ok(())
+    }
+
+    /// The frames of the window of `window.len()` samples starting at stream sample `start` into `self.input`
+    /// (filters x F); returns (filters, F). Reuses the kept frames when `start` is on the stride and the window
+    /// continues the stream; computes the rest (or, off the stride, everything) from the window's samples.
+    fn window(&mut self, start: i64, window: &[f32]) -> Result<(usize, usize)> {
+        let f = (window.len() - CONV_TAPS) / CONV_STRIDE + 1;
+        if start.rem_euclid(CONV_STRIDE as i64) != 0 {
+            // Off the stride (the stream's last window): nothing to share.
+            self.rows.iter_mut().for_each(Vec::clear);
+            self.lo = 0;
+            self.extend(window)?;
+            self.copy_input(0, f);
+            self.rows.iter_mut().for_each(Vec::clear);
+            return Ok((self.rows.len(), f));
+        }
+        let g0 = start.div_euclid(CONV_STRIDE as i64);
+        let hi = self.lo + self.frames_kept();
+        if self.frames_kept() == 0 || g0 < self.lo || g0 > hi {
+            self.rows.iter_mut().for_each(Vec::clear);
+            self.lo = g0;
+        } else if g0 > self.lo {
+            // Frames before this window are not needed again (windows come in stream order).
+            let drop = (g0 - self.lo) as usize;
+            self.rows.iter_mut().for_each(|r| {
+                r.drain(..drop);
+            });
+            self.lo = g0;
+        }
+        let have = self.frames_kept() as usize;
+        if have < f {
+            // Frames [g0 + have, g0 + f) need samples [10 (g0 + have), 10 (g0 + f - 1) + 251) of the stream.
+            let a = have * CONV_STRIDE;
+            let b = (f - 1) * CONV_STRIDE + CONV_TAPS;
+            self.extend(&window[a..b])?;
+        }
+        self.copy_input(0, f);
+        Ok((self.rows.len(), f))
+    }
+
+    fn copy_input(&mut self, from: usize, f: usize) {
+        self.input.clear();
+        for r in &self.rows {
+            self.input.extend_from_slice(&r[from..from + f]);
+        }
+    }
 }
 
 impl Segmenter {
@@ -160,12 +275,127 @@ impl Segmenter {
             session,
             out: SegOutput::default(),
             batch_invariant,
+            split: None,
         })
+    }
+
+    /// The 8-bit model split at its first convolution (models/split_segmentation.py): `front` =
+    /// `segmentation-3.0-sincconv.onnx` (raw samples -> that convolution), `rest` =
+    /// `segmentation-3.0-int8-rest.onnx` (a window's convolution frames, mean and variance -> log-probs).
+    /// Windows given with their stream position ([`WindowModel::log_probs_at`]) share the convolution.
+    pub fn new_split(front: &Path, rest: &Path, threads: usize) -> Result<Self> {
+        let check = |session: &Session, path: &Path, ins: &[&str]| {
+            let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+            let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+            let out = if ins == ["waveform"] {
+                "conv"
+            } else {
+                "log_probs"
+            };
+            if inputs != ins || outputs != [out] {
+                return Err(Error::Model {
+                    path: path.to_path_buf(),
+                    why: format!(
+                        "not a split segmentation-3.0 model: inputs {inputs:?} (expected {ins:?}), outputs \
+                         {outputs:?} (expected [{out:?}])"
+                    ),
+                });
+            }
+            Ok(())
+        };
+        let front_session = crate::runtime::load_session(front, threads)?;
+        check(&front_session, front, &["waveform"])?;
+        let session = crate::runtime::load_session(rest, threads)?;
+        check(&session, rest, &["conv", "mean", "var"])?;
+        tracing::debug!(front = %front.display(), rest = %rest.display(), threads, "segmentation-3.0 loaded (split)");
+        Ok(Self {
+            session,
+            out: SegOutput::default(),
+            batch_invariant: false,
+            split: Some(SincConv {
+                session: front_session,
+                rows: Vec::new(),
+                lo: 0,
+                input: Vec::new(),
+            }),
+        })
+    }
+
+    /// Drops the first convolution's frames kept for the next window of the stream (the split model).
+    pub fn forget_stream(&mut self) {
+        if let Some(c) = self.split.as_mut() {
+            c.rows.iter_mut().for_each(Vec::clear);
+            c.lo = 0;
+        }
+    }
+
+    /// Runs the model on the window starting at stream sample `start` (see [`Segmenter::run`]); the split
+    /// model reuses the first convolution's frames of the previous windows.
+    pub fn run_at(&mut self, start: i64, window: &[f32]) -> Result<&SegOutput> {
+        let Some(conv) = self.split.as_mut() else {
+            return self.run(window);
+        };
+        let n = window.len();
+        if n < MIN_SAMPLES {
+            return Err(Error::Inference(format!(
+                "segmentation needs at least {MIN_SAMPLES} samples, got {n}"
+            )));
+        }
+        if window.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Inference(
+                "segmentation: non-finite sample in the window".into(),
+            ));
+        }
+        // The window's instance norm (population variance), in f64.
+        let mean = window.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let var = window
+            .iter()
+            .map(|&x| (x as f64 - mean) * (x as f64 - mean))
+            .sum::<f64>()
+            / n as f64;
+        let (filters, f) = conv.window(start, window)?;
+        let ierr = |e: ort::Error| Error::Inference(format!("segmentation: {e}"));
+        let mean = [mean as f32];
+        let var = [var as f32];
+        let outputs = self
+            .session
+            .run(ort::inputs![
+                "conv" => TensorRef::from_array_view(([1usize, filters, f], &conv.input[..])).map_err(ierr)?,
+                "mean" => TensorRef::from_array_view(([1usize], &mean[..])).map_err(ierr)?,
+                "var" => TensorRef::from_array_view(([1usize], &var[..])).map_err(ierr)?,
+            ])
+            .map_err(ierr)?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
+        let expected = frame_count(n);
+        if shape.len() != 3
+            || shape[0] != 1
+            || shape[1] != expected as i64
+            || shape[2] != NUM_CLASSES as i64
+        {
+            return Err(Error::Inference(format!(
+                "segmentation returned shape {shape:?} for a window of {n} samples, expected [1, {expected}, \
+                 {NUM_CLASSES}]"
+            )));
+        }
+        if data.iter().any(|x| x.is_nan()) {
+            return Err(Error::Inference("segmentation returned NaN".into()));
+        }
+        self.out.log_probs = Array2::from_shape_vec((expected, NUM_CLASSES), data.to_vec())
+            .map_err(|e| Error::Inference(format!("segmentation output: {e}")))?;
+        Ok(&self.out)
     }
 
     /// Runs the model on one window (16 kHz mono in [-1, 1], at least [`MIN_SAMPLES`] samples; 5-10 s is the
     /// intended range, the model was trained on 10 s). The result borrows an internal buffer reused across calls.
     pub fn run(&mut self, window: &[f32]) -> Result<&SegOutput> {
+        if self.split.is_some() {
+            // A window on its own: nothing shared with a stream, before or after.
+            self.forget_stream();
+            let r = self.run_at(0, window).map(|_| ());
+            self.forget_stream();
+            r?;
+            return Ok(&self.out);
+        }
         let n = window.len();
         let mut out = self.run_batch(window, n)?;
         self.out.log_probs = out.pop().unwrap_or_default();
@@ -195,6 +425,13 @@ impl Segmenter {
             ));
         }
         let b = windows.len() / len;
+        if self.split.is_some() {
+            let mut out = Vec::with_capacity(b);
+            for w in windows.chunks_exact(len) {
+                out.push(self.run(w)?.log_probs.clone());
+            }
+            return Ok(out);
+        }
         if b > 1 && !self.batch_invariant {
             let mut out = Vec::with_capacity(b);
             for w in windows.chunks_exact(len) {
@@ -236,6 +473,18 @@ impl Segmenter {
 impl WindowModel for Segmenter {
     fn log_probs(&mut self, window: &[f32]) -> Result<ArrayView2<'_, f32>> {
         Ok(self.run(window)?.log_probs())
+    }
+
+    fn log_probs_at(&mut self, start: i64, window: &[f32]) -> Result<ArrayView2<'_, f32>> {
+        Ok(self.run_at(start, window)?.log_probs())
+    }
+
+    fn batches(&self) -> bool {
+        self.split.is_none()
+    }
+
+    fn new_stream(&mut self) {
+        self.forget_stream();
     }
 
     fn log_probs_batch(&mut self, windows: &[f32], len: usize) -> Result<Vec<Array2<f32>>> {
@@ -449,7 +698,8 @@ impl<M: WindowModel> SlidingSegmentation<M> {
             ends.push(self.next_end);
             self.next_end += self.cfg.step as u64;
         }
-        for batch in ends.chunks(MAX_BATCH) {
+        let per_call = if self.model.batches() { MAX_BATCH } else { 1 };
+        for batch in ends.chunks(per_call) {
             if let [end] = batch {
                 out.push(self.run_window(*end)?);
             } else {
@@ -480,6 +730,7 @@ impl<M: WindowModel> SlidingSegmentation<M> {
 
     /// Forgets the stream (keeps the model).
     pub fn reset(&mut self) {
+        self.model.new_stream();
         self.buf.clear();
         self.buf_start = 0;
         self.pushed = 0;
@@ -539,7 +790,7 @@ impl<M: WindowModel> SlidingSegmentation<M> {
         let window = self.cfg.window;
         let start = end as i64 - window as i64;
         self.fill_scratch(end);
-        let lp = self.model.log_probs(&self.scratch)?;
+        let lp = self.model.log_probs_at(start, &self.scratch)?;
         let log_probs = lp.to_owned();
         let activity = powerset_to_activity(log_probs.view());
         self.last_end = end;

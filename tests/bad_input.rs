@@ -658,13 +658,14 @@ fn missing_model_dir() {
 }
 
 /// A truncated model fails its sha256 check at load, with a message on how to restore it: the int8 CAM++ trunk and
-/// segmentation of the default mode, the float trunk of `--precision fp32`, and `campplus.onnx` of `--mode vad`
+/// the two parts of the split 8-bit segmentation of the default mode, the float trunk of `--precision fp32`, and `campplus.onnx` of `--mode vad`
 /// (each run checks the models it loads).
 #[test]
 fn corrupt_model() {
     for (file, mode, precision) in [
         ("campplus_trunk_int8.onnx", "seg", "int8"),
-        ("segmentation-3.0-int8.onnx", "seg", "int8"),
+        ("segmentation-3.0-sincconv.onnx", "seg", "int8"),
+        ("segmentation-3.0-int8-rest.onnx", "seg", "int8"),
         ("campplus_trunk.onnx", "seg", "fp32"),
         ("campplus.onnx", "vad", "int8"),
     ] {
@@ -678,6 +679,8 @@ fn corrupt_model() {
             "campplus_head.bin",
             "segmentation-3.0.onnx",
             "segmentation-3.0-int8.onnx",
+            "segmentation-3.0-sincconv.onnx",
+            "segmentation-3.0-int8-rest.onnx",
         ] {
             std::fs::copy(format!("{ROOT}/models/{f}"), dir.join(f)).unwrap();
         }

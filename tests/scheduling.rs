@@ -86,3 +86,84 @@ fn shared_trunk_labels_do_not_depend_on_thread_scheduling() {
         "shared trunk, segmentation just in time",
     );
 }
+
+/// Windows embedded by the second CAM++ session (`--embed-sessions 2`), from the debug log.
+fn by_second_session(stderr: &str) -> Option<u64> {
+    // Without the terminal colour codes (ESC [ ... m), which hold digits.
+    let mut plain = String::new();
+    let mut chars = stderr.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let at = plain.find("by_second_session=")? + "by_second_session=".len();
+    let digits: String = plain[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// Files run ahead of real time, so a second CAM++ session embeds every other window of a backlog
+/// (src/embed_worker.rs). Same model, same shape, one window per call: the events must be identical to one
+/// session's, with the second session ready early or late, and it must really have embedded windows.
+#[test]
+fn labels_do_not_depend_on_the_second_embedding_session() {
+    let opts = ["--latency", "0.5"];
+    let one = events(None, &["--latency", "0.5", "--embed-sessions", "1"]);
+    let finals = one
+        .iter()
+        .filter(|v| v["type"] == "turn" && v["status"] == "final")
+        .count();
+    assert!(finals >= 10, "too few final turns to compare: {finals}");
+    let two = events(None, &["--latency", "0.5", "--embed-sessions", "2"]);
+    assert_same(&one, &two, "two embedding sessions");
+    // A backlog of windows (the embedding thread slowed): most flushes split between the sessions.
+    let backlog = events(
+        Some("slow:analysis:4@0-70"),
+        &["--latency", "0.5", "--embed-sessions", "2"],
+    );
+    assert_same(&one, &backlog, "two embedding sessions with a backlog");
+    let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
+        .arg(demo())
+        .args([
+            "--format",
+            "jsonl",
+            "--no-tui",
+            "--embed-sessions",
+            "2",
+            "-vv",
+        ])
+        .args(opts)
+        .env("WHOSPOKE_FAULT", "slow:analysis:4@0-70")
+        .output()
+        .expect("run whospoke");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let n =
+        by_second_session(&log).unwrap_or_else(|| panic!("no CAM++ calls line in the log:\n{log}"));
+    assert!(n > 0, "the second session embedded no window");
+}
+
+/// Invalid session counts are refused before anything runs.
+#[test]
+fn embed_sessions_out_of_range_is_refused() {
+    for bad in ["0", "3"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
+            .arg(demo())
+            .args(["--format", "jsonl", "--no-tui", "--embed-sessions", bad])
+            .output()
+            .expect("run whospoke");
+        assert_eq!(out.status.code(), Some(2), "--embed-sessions {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--embed-sessions"), "{err}");
+        assert!(err.contains("1..=2") || err.contains("1..3"), "{err}");
+    }
+}
