@@ -193,6 +193,9 @@ for name, label in (("two_sessions", "`--threads 1 --embed-sessions 2` (a second
     vr = tsv(f"{name}_mode.tsv")
     vrtfs = [sum(float(x["wall_s"]) for x in vr if x["run"] == k) / audio_total for k in sorted({x["run"] for x in vr})]
     vmed = statistics.median(vrtfs)
+    vrss = max((int(x.get("maxrss_kb") or 0) for x in vr), default=0) / 1024
+    if vrss > 0:
+        label = f"{label}; peak RSS {vrss:.0f} MB"
     P(f"| file, {label} | {vmed:.4f} | "
       f"{', '.join(f'{x:.4f}' for x in vrtfs)} | {1 / vmed:.0f}x | ≤ 0.02 | {verdict(vmed <= 0.02)} |")
 P("")
@@ -720,14 +723,16 @@ for mode in "two_sessions:--embed-sessions 2" "vad:--mode vad" "shared_trunk:--s
     name=${mode%%:*} opts=${mode#*:}
     log "file mode, $opts: ${#wavs[@]} files x $runs run(s)"
     cmd "for f in $dev/*.wav; do target/release/whospoke \"\$f\" $opts --format jsonl --no-tui > out.jsonl; done   # x $runs"
-    printf 'run\tfile\twall_s\n' >"$work/${name}_mode.tsv"
+    printf 'run\tfile\twall_s\tmaxrss_kb\n' >"$work/${name}_mode.tsv"
     for r in $(seq 1 "$runs"); do
         for w in "${wavs[@]}"; do
             t0=$(now)
             # shellcheck disable=SC2086
-            "$bin" "$w" $opts --format jsonl --no-tui >/dev/null 2>&1 || log "WARNING: $opts failed on $w"
+            /usr/bin/time -f "%M" -o "$work/time_mode.txt" "$bin" "$w" $opts --format jsonl --no-tui >/dev/null 2>&1 ||
+                log "WARNING: $opts failed on $w"
             t1=$(now)
-            printf '%s\t%s\t%s\n' "$r" "$(basename "$w" .wav)" "$(diff_s "$t1" "$t0")" >>"$work/${name}_mode.tsv"
+            printf '%s\t%s\t%s\t%s\n' "$r" "$(basename "$w" .wav)" "$(diff_s "$t1" "$t0")" \
+                "$(tail -1 "$work/time_mode.txt" 2>/dev/null || echo 0)" >>"$work/${name}_mode.tsv"
         done
     done
 done
