@@ -221,7 +221,7 @@ struct RunArgs {
     #[arg(long)]
     plain_embeddings: bool,
     /// Arithmetic of the models in mode seg: int8 runs CAM++'s trunk with 8-bit convolutions and
-    /// segmentation-3.0 with 8-bit LSTMs (about 1.8x and 1.5x faster on CPUs with AVX-512 VNNI, the same
+    /// segmentation-3.0 with 8-bit LSTMs (about 1.6x and 2x faster on CPUs with AVX-512 VNNI, the same
     /// accuracy on the dev set: docs/accuracy.md); fp32 runs the float models.
     #[arg(long, value_enum, default_value_t = Precision::Int8)]
     precision: Precision,

@@ -51,8 +51,8 @@ pub struct Config {
     pub threads: usize,
     /// CAM++ sessions embedding windows in parallel (1 or 2); None: 2 for a source that runs ahead of real
     /// time (file, stdin) on a machine with three or more cores (one each for the segmentation thread and
-    /// both sessions) and `threads` 1, else 1. On two cores a second session was 3 % faster for 13 % more
-    /// CPU and ~40 MB more memory (docs/performance.md).
+    /// both sessions) and `threads` 1, else 1. On two cores a second session was no faster and took ~40 MB
+    /// more memory (docs/performance.md, the `--embed-sessions 2` row).
     pub embed_sessions: Option<usize>,
     /// Seconds of input audio ring A holds before the microphone drops samples.
     pub ring_seconds: f64,
@@ -116,9 +116,7 @@ impl Config {
         }
         Ok(())
     }
-}
 
-impl Config {
     /// CAM++ sessions to run for a source that is `live` (delivers audio in real time) or not.
     pub fn embed_sessions(&self, live: bool) -> usize {
         self.embed_sessions.unwrap_or_else(|| {
@@ -1217,29 +1215,24 @@ impl WindowBatcher {
             self.spare.push(job.feats);
             self.spare_weights.push(job.weights);
         }
-        // Every job sent is received, even after an error, so none is left for the next flush.
+        // Every job sent is received, even after an error, so none is left for the next flush; the first
+        // error is the one reported (`and` keeps it).
         while let Some(done) = worker.recv() {
-            match done {
-                Ok(d) => {
-                    match d.embedding {
-                        Ok(e) if result.is_ok() => self.set_embedding(d.job.index, e),
-                        Ok(_) => {}
-                        Err(e) => {
-                            if result.is_ok() {
-                                result = Err(e);
-                            }
-                        }
-                    }
-                    self.calls[0] += 1;
-                    self.spare.push(d.job.feats);
-                    self.spare_weights.push(d.job.weights);
-                }
+            let d = match done {
+                Ok(d) => d,
                 Err(e) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
+                    result = result.and(Err(e));
+                    continue;
                 }
+            };
+            match d.embedding {
+                Ok(e) if result.is_ok() => self.set_embedding(d.job.index, e),
+                Ok(_) => {}
+                Err(e) => result = result.and(Err(e)),
             }
+            self.calls[0] += 1;
+            self.spare.push(d.job.feats);
+            self.spare_weights.push(d.job.weights);
         }
         result.map_err(Some)?;
         self.send_out(tx)

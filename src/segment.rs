@@ -173,6 +173,12 @@ struct SincConv {
 }
 
 impl SincConv {
+    /// Drops the kept frames (a new stream, or a window that shares nothing with them).
+    fn forget(&mut self) {
+        self.rows.iter_mut().for_each(Vec::clear);
+        self.lo = 0;
+    }
+
     fn frames_kept(&self) -> i64 {
         self.rows.first().map_or(0, |r| r.len() as i64)
     }
@@ -211,17 +217,16 @@ impl SincConv {
         let f = (window.len() - CONV_TAPS) / CONV_STRIDE + 1;
         if start.rem_euclid(CONV_STRIDE as i64) != 0 {
             // Off the stride (the stream's last window): nothing to share.
-            self.rows.iter_mut().for_each(Vec::clear);
-            self.lo = 0;
+            self.forget();
             self.extend(window)?;
-            self.copy_input(0, f);
-            self.rows.iter_mut().for_each(Vec::clear);
+            self.copy_input(f);
+            self.forget();
             return Ok((self.rows.len(), f));
         }
         let g0 = start.div_euclid(CONV_STRIDE as i64);
         let hi = self.lo + self.frames_kept();
         if self.frames_kept() == 0 || g0 < self.lo || g0 > hi {
-            self.rows.iter_mut().for_each(Vec::clear);
+            self.forget();
             self.lo = g0;
         } else if g0 > self.lo {
             // Frames before this window are not needed again (windows come in stream order).
@@ -238,14 +243,15 @@ impl SincConv {
             let b = (f - 1) * CONV_STRIDE + CONV_TAPS;
             self.extend(&window[a..b])?;
         }
-        self.copy_input(0, f);
+        self.copy_input(f);
         Ok((self.rows.len(), f))
     }
 
-    fn copy_input(&mut self, from: usize, f: usize) {
+    /// The first `f` kept frames of every filter into `input`.
+    fn copy_input(&mut self, f: usize) {
         self.input.clear();
         for r in &self.rows {
-            self.input.extend_from_slice(&r[from..from + f]);
+            self.input.extend_from_slice(&r[..f]);
         }
     }
 }
@@ -324,8 +330,7 @@ impl Segmenter {
     /// Drops the first convolution's frames kept for the next window of the stream (the split model).
     pub fn forget_stream(&mut self) {
         if let Some(c) = self.split.as_mut() {
-            c.rows.iter_mut().for_each(Vec::clear);
-            c.lo = 0;
+            c.forget();
         }
     }
 
@@ -336,16 +341,7 @@ impl Segmenter {
             return self.run(window);
         };
         let n = window.len();
-        if n < MIN_SAMPLES {
-            return Err(Error::Inference(format!(
-                "segmentation needs at least {MIN_SAMPLES} samples, got {n}"
-            )));
-        }
-        if window.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Inference(
-                "segmentation: non-finite sample in the window".into(),
-            ));
-        }
+        check_input(window, n)?;
         // The window's instance norm (population variance), in f64.
         let mean = window.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
         let var = window
@@ -366,22 +362,7 @@ impl Segmenter {
             ])
             .map_err(ierr)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
-        let expected = frame_count(n);
-        if shape.len() != 3
-            || shape[0] != 1
-            || shape[1] != expected as i64
-            || shape[2] != NUM_CLASSES as i64
-        {
-            return Err(Error::Inference(format!(
-                "segmentation returned shape {shape:?} for a window of {n} samples, expected [1, {expected}, \
-                 {NUM_CLASSES}]"
-            )));
-        }
-        if data.iter().any(|x| x.is_nan()) {
-            return Err(Error::Inference("segmentation returned NaN".into()));
-        }
-        self.out.log_probs = Array2::from_shape_vec((expected, NUM_CLASSES), data.to_vec())
-            .map_err(|e| Error::Inference(format!("segmentation output: {e}")))?;
+        self.out.log_probs = log_probs_of(shape, data, 1, n)?.pop().unwrap_or_default();
         Ok(&self.out)
     }
 
@@ -408,21 +389,12 @@ impl Segmenter {
     /// nothing but the cost: the LSTMs run a matrix product per step instead of a matrix-vector product
     /// (two 5 s windows in one call cost about 0.7x two calls; `benches/stages.rs`).
     pub fn run_batch(&mut self, windows: &[f32], len: usize) -> Result<Vec<Array2<f32>>> {
-        if len < MIN_SAMPLES {
-            return Err(Error::Inference(format!(
-                "segmentation needs at least {MIN_SAMPLES} samples, got {len}"
-            )));
-        }
+        check_input(windows, len)?;
         if windows.is_empty() || !windows.len().is_multiple_of(len) {
             return Err(Error::Inference(format!(
                 "segmentation batch of {} samples is not a whole number of {len}-sample windows",
                 windows.len()
             )));
-        }
-        if windows.iter().any(|x| !x.is_finite()) {
-            return Err(Error::Inference(
-                "segmentation: non-finite sample in the window".into(),
-            ));
         }
         let b = windows.len() / len;
         if self.split.is_some() {
@@ -446,28 +418,49 @@ impl Segmenter {
             .run(ort::inputs!["waveform" => input])
             .map_err(ierr)?;
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(ierr)?;
-        let expected = frame_count(len);
-        if shape.len() != 3
-            || shape[0] != b as i64
-            || shape[2] != NUM_CLASSES as i64
-            || shape[1] != expected as i64
-        {
-            return Err(Error::Inference(format!(
-                "segmentation returned shape {shape:?} for {b} window(s) of {len} samples, expected \
-                 [{b}, {expected}, {NUM_CLASSES}]"
-            )));
-        }
-        if data.iter().any(|x| x.is_nan()) {
-            return Err(Error::Inference("segmentation returned NaN".into()));
-        }
-        Ok(data
-            .chunks_exact(expected * NUM_CLASSES)
-            .map(|d| {
-                Array2::from_shape_vec((expected, NUM_CLASSES), d.to_vec())
-                    .unwrap_or_else(|_| Array2::zeros((expected, NUM_CLASSES)))
-            })
-            .collect())
+        log_probs_of(shape, data, b, len)
     }
+}
+
+/// Refuses a window the model cannot take: shorter than [`MIN_SAMPLES`] (`len`), or with a non-finite sample.
+fn check_input(samples: &[f32], len: usize) -> Result<()> {
+    if len < MIN_SAMPLES {
+        return Err(Error::Inference(format!(
+            "segmentation needs at least {MIN_SAMPLES} samples, got {len}"
+        )));
+    }
+    if samples.iter().any(|x| !x.is_finite()) {
+        return Err(Error::Inference(
+            "segmentation: non-finite sample in the window".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The model's output for `b` windows of `len` samples, checked ([b, frame_count(len), 7], no NaN), one array
+/// per window.
+fn log_probs_of(shape: &[i64], data: &[f32], b: usize, len: usize) -> Result<Vec<Array2<f32>>> {
+    let expected = frame_count(len);
+    if shape.len() != 3
+        || shape[0] != b as i64
+        || shape[2] != NUM_CLASSES as i64
+        || shape[1] != expected as i64
+    {
+        return Err(Error::Inference(format!(
+            "segmentation returned shape {shape:?} for {b} window(s) of {len} samples, expected \
+             [{b}, {expected}, {NUM_CLASSES}]"
+        )));
+    }
+    if data.iter().any(|x| x.is_nan()) {
+        return Err(Error::Inference("segmentation returned NaN".into()));
+    }
+    Ok(data
+        .chunks_exact(expected * NUM_CLASSES)
+        .map(|d| {
+            Array2::from_shape_vec((expected, NUM_CLASSES), d.to_vec())
+                .unwrap_or_else(|_| Array2::zeros((expected, NUM_CLASSES)))
+        })
+        .collect())
 }
 
 impl WindowModel for Segmenter {
