@@ -12,6 +12,10 @@ clean and again mixed with noise at 15 dB SNR after a synthetic room (both from 
 windows every 0.37 s, as fbank features exactly as whospoke computes them (Kaldi fbank, per-window mean removed).
 Nothing from the evaluation sets is used. Deterministic: two runs give the same bytes.
 
+Then models/cam_context.py moves the CAM layers' per-segment context onto one column per segment (the quantized
+model's output bit for bit, about 1.2x faster); the quantized model before that step had sha256
+eeebe920e4c6d643642d26bfb05ee61a383175f7da47d32659707627a85c7411.
+
 Only needs numpy, onnx, onnxruntime and soundfile (no torch):
 
     python -m venv venv && venv/bin/pip install onnx==1.23.2 onnxruntime==1.31.1 numpy soundfile
@@ -28,6 +32,7 @@ import struct
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import soundfile as sf
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -35,6 +40,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True
 sys.path.insert(0, HERE)
+from cam_context import check_same, rewrite  # noqa: E402
 from export_campplus_trunk import head, sha256  # noqa: E402
 
 TRUNK_SHA256 = "1ceaf62f27890a6daf59152609c861903c2ae613bd2b3cc006a410da98460219"
@@ -116,9 +122,10 @@ def main():
     cal = windows(audio) + windows(noisy_room(audio, 7))
     print(f"calibration: {len(cal)} windows of {WINDOW} frames")
     dst = os.path.join(args.models_dir, "campplus_trunk_int8.onnx")
+    plain = os.path.join(args.models_dir, "campplus_trunk_int8.plain.onnx")
     quantize_static(
         src,
-        dst,
+        plain,
         Reader(cal),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QUInt8,
@@ -127,6 +134,17 @@ def main():
         op_types_to_quantize=["Conv"],
         calibrate_method=CalibrationMethod.Percentile,
     )
+    print(f"quantized: {plain} ({sha256(plain)})")
+    # The CAM layers' context branch on one column per segment instead of per frame (models/cam_context.py):
+    # bit-identical output, about 1.2x faster.
+    model = onnx.load(plain)
+    layers = rewrite(model)
+    onnx.save(model, dst)
+    diff = check_same(plain, dst)
+    os.remove(plain)
+    print(("ok   " if diff == 0.0 else "FAIL ") + f"{layers} CAM layers rewritten; max |difference| {diff:g}")
+    if diff != 0.0:
+        sys.exit("self-check FAILED: the rewritten 8-bit trunk differs from the quantized one")
     # Self-checks on the reference clips.
     hb = open(os.path.join(args.models_dir, "campplus_head.bin"), "rb").read()
     o, i, eps = struct.unpack("<IIf", hb[8:20])

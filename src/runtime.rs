@@ -31,7 +31,7 @@ pub const CAMPPLUS_TRUNK_SHA256: &str =
 pub const CAMPPLUS_TRUNK_INT8_FILE: &str = "campplus_trunk_int8.onnx";
 /// sha256 of `models/campplus_trunk_int8.onnx`.
 pub const CAMPPLUS_TRUNK_INT8_SHA256: &str =
-    "eeebe920e4c6d643642d26bfb05ee61a383175f7da47d32659707627a85c7411";
+    "710541f9ffd5111d4d1df5de6b94d33b0ca0af7b54d068e06c48b32d4d22b0ad";
 /// CAM++'s dense layer and batch norm after the pooling (binary layout in models/README.md).
 pub const CAMPPLUS_HEAD_FILE: &str = "campplus_head.bin";
 /// sha256 of `models/campplus_head.bin` (models/export_campplus_trunk.py).
