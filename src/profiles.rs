@@ -26,7 +26,8 @@
 //! Matching ([`Identifier`]), always against the best profile with a margin over the second best:
 //! - a new voice (a window no current speaker claims) is named from its first windows
 //!   ([`Identifier::match_new_voice`]): one trusted window at the profile's `window_threshold` (its
-//!   own `self_similarity_p10`: as typical as 90 % of the enrollment windows), or the mean of the
+//!   own `self_similarity_p10`: as typical as 90 % of the enrollment windows), or one short window
+//!   (0.5-1 s) at it that leads the second best profile by `short_window_margin`, or the mean of the
 //!   voice's windows within `new_voice_span` (two or more, short ones included) at its `threshold`,
 //!   or two windows within `new_voice_span` at its `threshold`; the turn stage then starts a speaker,
 //!   already named, from that window (from the mean and the profile's centroid when several windows
@@ -652,6 +653,10 @@ pub struct MatchConfig {
     /// Seconds of stream time over which the windows of a new voice count as evidence together
     /// (see [`Identifier::match_new_voice`]).
     pub new_voice_span: f64,
+    /// A short window (0.5-1 s of speech) names a new voice alone only when it reaches the profile's
+    /// `window_threshold` and leads the second best profile by this much (see
+    /// [`Identifier::match_new_voice`]).
+    pub short_window_margin: f32,
 }
 
 impl Default for MatchConfig {
@@ -661,6 +666,7 @@ impl Default for MatchConfig {
             margin: DEFAULT_MATCH_MARGIN,
             switch_margin: 0.1,
             new_voice_span: 6.0,
+            short_window_margin: 0.25,
         }
     }
 }
@@ -776,6 +782,9 @@ impl Identifier {
     /// current speaker, none of whose centroids matches the profile itself. The voice is named when
     /// - a trusted window reaches the profile's `window_threshold` (it looks as typical of the
     ///   voice as 90 % of the profile's own windows), or
+    /// - a short window does, leading the second best profile by `short_window_margin` (a known
+    ///   voice whose first turn is short is then named from the start of its next turn instead of a
+    ///   second later), or
     /// - the mean of the profile's evidence windows of the last `new_voice_span` seconds (this one
     ///   and at least one earlier, short ones included) reaches the profile's `threshold`, with
     ///   `margin` over the second best profile and clearly more like it than any current speaker:
@@ -784,8 +793,8 @@ impl Identifier {
     /// - a trusted window reaches the profile's `threshold`, as did another evidence window within
     ///   `new_voice_span` seconds (two windows that agree with the profile agree with each other).
     ///
-    /// A short window (`trusted` false: too short to start a speaker) never names a voice by
-    /// itself. On the dev set no window of a never-enrolled speaker came within 0.04 of the default
+    /// A short window (`trusted` false: too short to start a speaker alone) names a voice by itself
+    /// only under the stricter bar above. On the dev set no window of a never-enrolled speaker came within 0.04 of the default
     /// `threshold`: best-profile similarity at most 0.46, 99th percentile 0.36-0.39, over 1719
     /// windows of three enrolment splits (the calibration line of `scripts/enroll-eval.sh`); a mean
     /// of several windows of one voice is less noisy than its windows.
@@ -826,6 +835,14 @@ impl Identifier {
         };
         if trusted && s >= k.window_threshold {
             return named(self, s, window.to_vec());
+        }
+        if !trusted && s >= k.window_threshold && s - second >= self.cfg.short_window_margin {
+            // A short window alone makes a poor centroid: start between it and the profile.
+            let mut seed: Vec<f32> = window.iter().zip(&k.centroid).map(|(a, b)| a + b).collect();
+            if !normalize(&mut seed) {
+                seed = window.to_vec();
+            }
+            return named(self, s, seed);
         }
         let backed = self
             .recent
@@ -1040,9 +1057,24 @@ mod tests {
                 .map(|m| m.profile),
             Some(0)
         );
-        // A short window never names by itself, however typical, but backs a trusted one.
+        // A short window names by itself only when typical of the voice (`window_threshold`) and
+        // far ahead of every other profile (`short_window_margin`); the speaker then starts
+        // between the window and the profile.
         let mut id = Identifier::new(k.clone(), cfg.clone());
+        let m = id
+            .match_new_voice(&typical, 1.0, false, &[], none)
+            .expect("a typical short window");
+        assert_eq!(m.profile, 0);
+        assert!(dot(&m.seed, &k[0].centroid) > dot(&typical, &k[0].centroid));
+        let strict = MatchConfig {
+            short_window_margin: 0.25,
+            ..cfg.clone()
+        };
+        let mut id = Identifier::new(k.clone(), strict);
         assert_eq!(id.match_new_voice(&typical, 1.0, false, &[], none), None);
+        // ... and a short window that does not name backs a trusted one.
+        let mut id = Identifier::new(k.clone(), cfg.clone());
+        assert_eq!(id.match_new_voice(&weak, 1.0, false, &[], none), None);
         assert_eq!(
             id.match_new_voice(&weak, 1.5, true, &[], none)
                 .map(|m| m.profile),

@@ -363,9 +363,9 @@ impl TurnTracker {
     /// A trusted window that no current speaker claims but that matches a voice profile naming
     /// nobody yet (`profiles::Identifier::match_new_voice`) starts a speaker at once, named after
     /// the profile: a known voice is named from its first windows instead of after the clusterer
-    /// has gathered `new_speaker_windows` of them. Short (untrusted) windows never name a voice
-    /// alone, but count towards the evidence of its first windows; the speaker starts from the
-    /// window that named it or, named from several windows, from their mean and the profile.
+    /// has gathered `new_speaker_windows` of them. Short (untrusted) windows name a voice alone
+    /// only under a stricter bar, and count towards the evidence of its first windows; the speaker
+    /// starts from the trusted window that named it or else between the evidence and the profile.
     fn start_known_voice(
         &mut self,
         embedding: &[f32],
