@@ -170,6 +170,25 @@ for th in threads:
     rtfs = [sum(float(x["wall_s"]) for x in v) / audio_total for v in per_run.values()]
     fails = [r for r in rs if r["rc"] != "0"]
     summary[th] = (statistics.median(rtfs), rtfs, max(int(r["maxrss_kb"]) for r in rs), fails)
+# The busiest thread's CPU time, measured inside the timed runs (see the loop in bench.sh).
+inrun = {}
+for th in threads:
+    per = {}
+    for r in runs:
+        if int(r["threads"]) == th:
+            per.setdefault(int(r["run"]), []).append(r)
+    rows = []
+    for v in per.values():
+        try:
+            a = sum(float(x.get("analysis_cpu_s") or "nan") for x in v) / audio_total
+            g = sum(float(x.get("seg_cpu_s") or "nan") for x in v) / audio_total
+        except ValueError:
+            continue
+        wall = sum(float(x["wall_s"]) for x in v) / audio_total
+        if a == a and g == g:
+            rows.append((a, g, wall / max(a, g)))
+    if rows:
+        inrun[th] = tuple(statistics.median(x[k] for x in rows) for k in range(3))
 P(f"Whole process per file (decode, model load, pipeline, output), summed over the {len(durs)} dev files and divided")
 P(f"by their total duration; median of {m.get('runs')} run(s). `--threads` = ONNX Runtime intra-op threads; 1 is the")
 P("default configuration.")
@@ -212,6 +231,17 @@ if threads:
         wall = statistics.median(float(r["wall_s"]) for r in rs)
         rss = max(int(r["maxrss_kb"]) for r in rs) / 1024
         P(f"| {u} | {durs[u]:.1f} | {wall:.2f} | {wall / durs[u]:.4f} | {rss:.0f} |")
+    P("")
+for th, (a, g, ratio) in inrun.items():
+    if th != 1:
+        continue  # with more intra-op threads, ONNX Runtime's pool threads do part of the work
+    busy = max(a, g)
+    P(f"**The floor, measured in the same runs** (`--threads {th}`; each pipeline thread's CPU time from "
+      "`/proc/thread-self/schedstat`, logged at its exit under `WHOSPOKE_LOG=whospoke::timing=debug`; medians over "
+      f"runs): the analysis thread (fbank + CAM++) used {a * 1e3:.2f} ms of CPU per second of audio, the "
+      f"segmentation thread {g * 1e3:.2f} ms. They run in parallel, so on two cores the wall-time floor is the "
+      f"busier one: {busy * 1e3:.2f} ms per second of audio = RTF {busy:.4f}; the whole process (start-up, "
+      f"decoding, output and waiting included) takes {ratio:.2f}x that.")
     P("")
 
 # Stage shares (from criterion).
@@ -289,7 +319,9 @@ if crit:
             how = ("separate threads (analysis: fbank + CAM++; segmentation), so with two cores the wall-time floor "
                    "is the busier thread")
         if floor == floor:
-            P(f"Floor: model inference alone costs {fmt_t(model_ns)} of CPU per second of audio (CAM++ {fmt_t(cam_ns)} + "
+            P(f"Floor from the stage benchmarks (run at another moment than the file runs; this VM's speed drifts, "
+              f"so [the in-run floor](#file-mode-real-time-factor) is the one to compare with): "
+              f"model inference alone costs {fmt_t(model_ns)} of CPU per second of audio (CAM++ {fmt_t(cam_ns)} + "
               f"segmentation {fmt_t(seg_ns)}; RTF {model_ns / 1e9:.4f} if run one after the other). The models run on "
               f"{how}: {fmt_t(floor)} per second of audio = RTF {floor / 1e9:.4f}. The whole process takes "
               f"{med / (floor / 1e9):.2f}x that floor.")
@@ -697,19 +729,28 @@ sample_proc() {
 # ---------------------------------------------------------------------------------------------------------------
 # File mode: whole process per file, wall time and peak RSS.
 log "file mode: ${#wavs[@]} files x $runs run(s) x threads {$threads_list}"
-printf 'threads\trun\tfile\twall_s\tmaxrss_kb\trc\n' >"$work/file_runs.tsv"
+printf 'threads\trun\tfile\twall_s\tmaxrss_kb\trc\tanalysis_cpu_s\tseg_cpu_s\n' >"$work/file_runs.tsv"
+# Each pipeline thread logs its CPU time at exit (target whospoke::timing, debug): the busiest thread, measured in
+# the very runs that are timed, is the wall-time floor on two cores.
+thread_cpu() { # ERR_FILE THREAD -> seconds of CPU the thread logged, or nan
+    local v
+    v=$(sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n "s/.*thread=\"$2\" cpu_s=\([0-9.]*\).*/\1/p" | tail -1)
+    echo "${v:-nan}"
+}
 for th in $threads_list; do
-    cmd "for f in $dev/*.wav; do /usr/bin/time -v target/release/whospoke \"\$f\" --format jsonl --no-tui --threads $th > out.jsonl; done   # x $runs, wall per process"
+    cmd "for f in $dev/*.wav; do WHOSPOKE_LOG=warn,whospoke::timing=debug /usr/bin/time -v target/release/whospoke \"\$f\" --format jsonl --no-tui --threads $th > out.jsonl 2> err.txt; done   # x $runs, wall per process; err.txt: each thread's CPU time"
     for r in $(seq 1 "$runs"); do
         for w in "${wavs[@]}"; do
             u=$(basename "$w" .wav)
             t0=$(now)
             rc=0
-            /usr/bin/time -v -o "$work/time.txt" "$bin" "$w" --format jsonl --no-tui --threads "$th" \
+            WHOSPOKE_LOG=warn,whospoke::timing=debug \
+                /usr/bin/time -v -o "$work/time.txt" "$bin" "$w" --format jsonl --no-tui --threads "$th" \
                 >"$work/file_$u.jsonl" 2>"$work/file_$u.err" || rc=$?
             t1=$(now)
             rss=$(sed -n 's/.*Maximum resident set size (kbytes): *//p' "$work/time.txt")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$th" "$r" "$u" "$(diff_s "$t1" "$t0")" "${rss:-0}" "$rc" \
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$th" "$r" "$u" "$(diff_s "$t1" "$t0")" "${rss:-0}" "$rc" \
+                "$(thread_cpu "$work/file_$u.err" analysis)" "$(thread_cpu "$work/file_$u.err" segmentation)" \
                 >>"$work/file_runs.tsv"
             [ "$rc" = 0 ] || log "WARNING: $u (threads $th) exited with $rc: $(tail -2 "$work/file_$u.err")"
         done

@@ -200,9 +200,25 @@ fn spawn(
 ) -> Result<(&'static str, JoinHandle<Result<()>>)> {
     std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(f)
+        .spawn(move || {
+            let r = f();
+            // How much CPU each stage's thread used (scripts/bench.sh reads these lines to measure,
+            // within the runs it times, the busiest thread: the wall-time floor on two cores).
+            if let Some(cpu) = thread_cpu_seconds() {
+                tracing::debug!(target: "whospoke::timing", thread = name, cpu_s = cpu, "thread CPU time");
+            }
+            r
+        })
         .map(|h| (name, h))
         .map_err(|e| Error::Config(format!("cannot start the {name} thread: {e}")))
+}
+
+/// CPU time of the calling thread so far, in seconds (Linux: `/proc/thread-self/schedstat`, whose first
+/// field is the time spent on a CPU in nanoseconds); None elsewhere or when unreadable.
+fn thread_cpu_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns as f64 / 1e9)
 }
 
 /// Starts the pipeline. Models are loaded (and checked) before any audio flows.

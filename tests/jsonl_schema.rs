@@ -388,10 +388,23 @@ fn demo_run_matches_documented_schema() {
     let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
         .current_dir(repo())
         .args([input, "--format", "jsonl", "--no-tui"])
+        // The per-thread CPU lines scripts/bench.sh reads: on stderr, never among the labels.
+        .env("WHOSPOKE_LOG", "warn,whospoke::timing=debug")
+        .env("NO_COLOR", "1")
         .output()
         .expect("run whospoke");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "whospoke failed: {stderr}");
+    for thread in ["analysis", "segmentation", "vad", "turns"] {
+        let needle = format!("thread=\"{thread}\" cpu_s=");
+        let cpu: f64 = stderr
+            .lines()
+            .find_map(|l| l.split(&needle).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no CPU time of the {thread} thread on stderr:\n{stderr}"));
+        assert!(cpu > 0.0 && cpu.is_finite(), "{thread}: cpu_s={cpu}");
+    }
     let stdout = String::from_utf8(out.stdout).expect("stdout is UTF-8");
     assert!(stdout.ends_with('\n'), "every line ends with a newline");
 
