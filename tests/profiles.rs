@@ -824,6 +824,56 @@ fn seconds_named<'a>(
     named
 }
 
+/// Enrolls `enroll` (speaker, dev file) and runs the first `cut` seconds of dev-set `file` with those
+/// profiles; asserts that `name` shows within 2 s of its first reference turn, labels at least
+/// `min_right` of its single-speaker speech, and at most 1 % of each never-enrolled speaker's in
+/// `unknown`.
+fn assert_named_early(
+    tag: &str,
+    enroll: &[(&str, &str)],
+    file: &str,
+    cut: f64,
+    name: &str,
+    min_right: f64,
+    unknown: &[&str],
+) {
+    let dev = common::repo().join("../shared/eval/dev");
+    let dir = tmpdir(tag);
+    let profiles = dir.join("profiles");
+    for (spk, from) in enroll {
+        enroll_from_dev(&dev, &profiles, spk, from);
+    }
+    let stdout = run_dev_cut(&dev, &dir, file, cut, "jsonl", &profiles);
+    let refs = dev_reference(&dev, file, cut);
+    let (shown, turns) = name_shown_and_final_turns(&stdout, name);
+    let start = refs
+        .iter()
+        .filter(|r| r.2 == name)
+        .map(|r| r.0)
+        .fold(f64::INFINITY, f64::min);
+    println!("{name} first speaks at {start:.2} s, name shown at {shown:.2} s");
+    assert!(
+        shown - start <= 2.0,
+        "{name} named {:.2} s after their first turn",
+        shown - start
+    );
+    let named = seconds_named(&refs, cut, &turns, name);
+    println!("seconds of single-speaker speech, of them named {name}: {named:?}");
+    let (spoken, right) = named[name];
+    assert!(
+        right >= min_right * spoken,
+        "only {right:.1} of {spoken:.1} s of {name} named"
+    );
+    for other in unknown {
+        let (spoken, wrong) = named[other];
+        assert!(
+            wrong <= 0.01 * spoken,
+            "{wrong:.2} of {spoken:.1} s of {other} named {name}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A known voice whose first turn is too short for any window (issue 7: the name within 2 s of the
 /// speaker's first turn). In dev_10, ls3080 first speaks at 51.80 s for 0.51 s, then from 52.87 s.
 /// The first window of that second turn (0.5 s of speech, 53.37 s) is as typical of ls3080 as 90 %
@@ -833,41 +883,15 @@ fn seconds_named<'a>(
 /// (ls1688, ls2414, ls2033) must not get ls3080's name.
 #[test]
 fn a_known_voice_whose_first_turn_is_short_is_named_from_its_next_turns_first_window() {
-    const CUT: f64 = 60.0;
-    let dev = common::repo().join("../shared/eval/dev");
-    let dir = tmpdir("short-first-turn");
-    let profiles = dir.join("profiles");
-    enroll_from_dev(&dev, &profiles, "ls3080", "dev_03");
-    enroll_from_dev(&dev, &profiles, "ls1998", "dev_01");
-    let stdout = run_dev_cut(&dev, &dir, "dev_10", CUT, "jsonl", &profiles);
-    let refs = dev_reference(&dev, "dev_10", CUT);
-    let (shown, turns) = name_shown_and_final_turns(&stdout, "ls3080");
-    let start = refs
-        .iter()
-        .filter(|r| r.2 == "ls3080")
-        .map(|r| r.0)
-        .fold(f64::INFINITY, f64::min);
-    println!("ls3080 first speaks at {start:.2} s, name shown at {shown:.2} s");
-    assert!(
-        shown - start <= 2.0,
-        "ls3080 named {:.2} s after their first turn",
-        shown - start
+    assert_named_early(
+        "short-first-turn",
+        &[("ls3080", "dev_03"), ("ls1998", "dev_01")],
+        "dev_10",
+        60.0,
+        "ls3080",
+        0.8,
+        &["ls1688", "ls2414", "ls2033"],
     );
-    let named = seconds_named(&refs, CUT, &turns, "ls3080");
-    println!("seconds of single-speaker speech, of them named ls3080: {named:?}");
-    let (spoken, right) = named["ls3080"];
-    assert!(
-        right >= 0.8 * spoken,
-        "only {right:.1} of {spoken:.1} s of ls3080 named"
-    );
-    for other in ["ls1688", "ls2414", "ls2033"] {
-        let (spoken, wrong) = named[other];
-        assert!(
-            wrong <= 0.01 * spoken,
-            "{wrong:.2} of {spoken:.1} s of {other} named ls3080"
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A known voice whose first turns are short (issue 7: the name within 2 s of the speaker's first
@@ -878,41 +902,15 @@ fn a_known_voice_whose_first_turn_is_short_is_named_from_its_next_turns_first_wi
 /// two never-enrolled speakers (ls2414, ls2033) must not get it.
 #[test]
 fn a_known_voice_with_short_first_turns_is_named_from_its_first_windows() {
-    const CUT: f64 = 50.0;
-    let dev = common::repo().join("../shared/eval/dev");
-    let dir = tmpdir("short-turns");
-    let profiles = dir.join("profiles");
-    enroll_from_dev(&dev, &profiles, "ls533", "dev_00");
-    let stdout = run_dev_cut(&dev, &dir, "dev_06", CUT, "jsonl", &profiles);
-    let refs = dev_reference(&dev, "dev_06", CUT);
-
-    let (shown, turns) = name_shown_and_final_turns(&stdout, "ls533");
-    let start = refs
-        .iter()
-        .filter(|r| r.2 == "ls533")
-        .map(|r| r.0)
-        .fold(f64::INFINITY, f64::min);
-    println!("ls533 first speaks at {start:.2} s, name shown at {shown:.2} s");
-    assert!(
-        shown - start <= 2.0,
-        "ls533 named {:.2} s after their first turn",
-        shown - start
+    assert_named_early(
+        "short-turns",
+        &[("ls533", "dev_00")],
+        "dev_06",
+        50.0,
+        "ls533",
+        0.85,
+        &["ls2414", "ls2033"],
     );
-    let named = seconds_named(&refs, CUT, &turns, "ls533");
-    println!("seconds of single-speaker speech, of them named ls533: {named:?}");
-    let (spoken, right) = named["ls533"];
-    assert!(
-        right >= 0.85 * spoken,
-        "only {right:.1} of {spoken:.1} s of ls533 named"
-    );
-    for other in ["ls2414", "ls2033"] {
-        let (spoken, wrong) = named[other];
-        assert!(
-            wrong <= 0.01 * spoken,
-            "{wrong:.2} of {spoken:.1} s of {other} named ls533"
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An unknown voice is never forced onto a known name (issue 7), also before the clusterer has
