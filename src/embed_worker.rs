@@ -80,7 +80,14 @@ impl EmbedWorker {
         let r = ready.clone();
         let handle = std::thread::Builder::new()
             .name("embedding-2".into())
-            .spawn(move || worker_thread(load, &r, rx_jobs, tx_done))
+            .spawn(move || {
+                let r = worker_thread(load, &r, rx_jobs, tx_done);
+                // As every pipeline thread (pipeline::spawn): its CPU time, for scripts/bench.sh.
+                if let Some(cpu) = crate::pipeline::thread_cpu_seconds() {
+                    tracing::debug!(target: "whospoke::timing", thread = "embedding-2", cpu_s = cpu, "thread CPU time");
+                }
+                r
+            })
             .map_err(|e| Error::Config(format!("cannot start the embedding-2 thread: {e}")))?;
         Ok((
             Self {

@@ -50,9 +50,10 @@ pub struct Config {
     /// ONNX Runtime intra-op threads for the embedding model.
     pub threads: usize,
     /// CAM++ sessions embedding windows in parallel (1 or 2); None: 2 for a source that runs ahead of real
-    /// time (file, stdin) on a machine with three or more cores (one each for the segmentation thread and
-    /// both sessions) and `threads` 1, else 1. On two cores a second session was no faster and took ~40 MB
-    /// more memory (docs/performance.md, the `--embed-sessions 2` row).
+    /// time (file, stdin) on a machine with two or more cores and `threads` 1, else 1. On two cores the
+    /// second session shares the cores with the segmentation thread: interleaved over the dev set, ~6 %
+    /// less wall time for ~9 % more CPU and ~35 MB more memory (docs/performance.md, the `--embed-sessions
+    /// 1` row, and the closing note of the session that made it the default).
     pub embed_sessions: Option<usize>,
     /// Seconds of input audio ring A holds before the microphone drops samples.
     pub ring_seconds: f64,
@@ -121,7 +122,7 @@ impl Config {
     pub fn embed_sessions(&self, live: bool) -> usize {
         self.embed_sessions.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if !live && cores >= 3 && self.threads == 1 {
+            if !live && cores >= 2 && self.threads == 1 {
                 2
             } else {
                 1
@@ -215,7 +216,7 @@ fn spawn(
 
 /// CPU time of the calling thread so far, in seconds (Linux: `/proc/thread-self/schedstat`, whose first
 /// field is the time spent on a CPU in nanoseconds); None elsewhere or when unreadable.
-fn thread_cpu_seconds() -> Option<f64> {
+pub(crate) fn thread_cpu_seconds() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
     Some(ns as f64 / 1e9)
