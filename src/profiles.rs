@@ -1067,7 +1067,7 @@ mod tests {
         assert_eq!(m.profile, 0);
         assert!(dot(&m.seed, &k[0].centroid) > dot(&typical, &k[0].centroid));
         let strict = MatchConfig {
-            short_window_margin: 0.25,
+            short_window_margin: 2.0,
             ..cfg.clone()
         };
         let mut id = Identifier::new(k.clone(), strict);
