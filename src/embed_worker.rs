@@ -82,10 +82,7 @@ impl EmbedWorker {
             .name("embedding-2".into())
             .spawn(move || {
                 let r = worker_thread(load, &r, rx_jobs, tx_done);
-                // As every pipeline thread (pipeline::spawn): its CPU time, for scripts/bench.sh.
-                if let Some(cpu) = crate::pipeline::thread_cpu_seconds() {
-                    tracing::debug!(target: "whospoke::timing", thread = "embedding-2", cpu_s = cpu, "thread CPU time");
-                }
+                crate::pipeline::log_thread_cpu("embedding-2");
                 r
             })
             .map_err(|e| Error::Config(format!("cannot start the embedding-2 thread: {e}")))?;

@@ -290,8 +290,8 @@ struct RunArgs {
     threads: usize,
     /// CAM++ sessions that embed windows in parallel, 1 or 2 [default: 2 for a file or stdin on a machine
     /// with 2+ cores and --threads 1, else 1]. Files and stdin run ahead of real time, so several windows
-    /// wait at once; the labels are the same either way; a second session costs ~35 MB of memory and, on
-    /// two cores, ~9 % more CPU for ~6 % less wall time (docs/performance.md).
+    /// wait at once; the labels are the same either way; a second session costs ~35 MB of memory and some
+    /// CPU for less wall time (docs/performance.md: the default row against `--embed-sessions 1`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2))]
     embed_sessions: Option<u64>,
     /// Directory holding the ONNX models (default: found next to the binary or in the source tree).

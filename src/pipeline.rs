@@ -51,9 +51,8 @@ pub struct Config {
     pub threads: usize,
     /// CAM++ sessions embedding windows in parallel (1 or 2); None: 2 for a source that runs ahead of real
     /// time (file, stdin) on a machine with two or more cores and `threads` 1, else 1. On two cores the
-    /// second session shares the cores with the segmentation thread: interleaved over the dev set, ~6 %
-    /// less wall time for ~9 % more CPU and ~35 MB more memory (docs/performance.md, the `--embed-sessions
-    /// 1` row, and the closing note of the session that made it the default).
+    /// second session shares the cores with the segmentation thread and still shortens a file's run, for
+    /// more CPU and ~35 MB more memory (docs/performance.md: the default row against `--embed-sessions 1`).
     pub embed_sessions: Option<usize>,
     /// Seconds of input audio ring A holds before the microphone drops samples.
     pub ring_seconds: f64,
@@ -203,23 +202,25 @@ fn spawn(
         .name(name.to_string())
         .spawn(move || {
             let r = f();
-            // How much CPU each stage's thread used (scripts/bench.sh reads these lines to measure,
-            // within the runs it times, the busiest thread: the wall-time floor on two cores).
-            if let Some(cpu) = thread_cpu_seconds() {
-                tracing::debug!(target: "whospoke::timing", thread = name, cpu_s = cpu, "thread CPU time");
-            }
+            log_thread_cpu(name);
             r
         })
         .map(|h| (name, h))
         .map_err(|e| Error::Config(format!("cannot start the {name} thread: {e}")))
 }
 
-/// CPU time of the calling thread so far, in seconds (Linux: `/proc/thread-self/schedstat`, whose first
-/// field is the time spent on a CPU in nanoseconds); None elsewhere or when unreadable.
-pub(crate) fn thread_cpu_seconds() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(ns as f64 / 1e9)
+/// Logs the CPU time the calling thread has used (target `whospoke::timing`, debug), as each pipeline thread
+/// ends: scripts/bench.sh reads these lines to measure, within the runs it times, the busiest thread (the
+/// wall-time floor on two cores). Linux: `/proc/thread-self/schedstat`, whose first field is the time spent
+/// on a CPU in nanoseconds; elsewhere, or when unreadable, nothing is logged.
+pub(crate) fn log_thread_cpu(thread: &str) {
+    let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+    if let Some(ns) = ns {
+        let cpu = ns as f64 / 1e9;
+        tracing::debug!(target: "whospoke::timing", thread, cpu_s = cpu, "thread CPU time");
+    }
 }
 
 /// Starts the pipeline. Models are loaded (and checked) before any audio flows.

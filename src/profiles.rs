@@ -671,6 +671,17 @@ impl Default for MatchConfig {
     }
 }
 
+/// The unit vector halfway between the unit vector `v` and a profile's `centroid` (a new voice's speaker
+/// starts there when short windows named it); `v` itself if they cancel out.
+fn toward(v: Vec<f32>, centroid: &[f32]) -> Vec<f32> {
+    let mut seed: Vec<f32> = v.iter().zip(centroid).map(|(a, b)| a + b).collect();
+    if normalize(&mut seed) {
+        seed
+    } else {
+        v
+    }
+}
+
 /// A change of name decided by [`Identifier::check`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NameChange {
@@ -794,7 +805,8 @@ impl Identifier {
     ///   `new_voice_span` seconds (two windows that agree with the profile agree with each other).
     ///
     /// A short window (`trusted` false: too short to start a speaker alone) names a voice by itself
-    /// only under the stricter bar above. On the dev set no window of a never-enrolled speaker came within 0.04 of the default
+    /// only under the stricter bar above. On the dev set no window of a never-enrolled speaker came
+    /// within 0.04 of the default
     /// `threshold`: best-profile similarity at most 0.46, 99th percentile 0.36-0.39, over 1719
     /// windows of three enrolment splits (the calibration line of `scripts/enroll-eval.sh`); a mean
     /// of several windows of one voice is less noisy than its windows.
@@ -838,11 +850,7 @@ impl Identifier {
         }
         if !trusted && s >= k.window_threshold && s - second >= self.cfg.short_window_margin {
             // A short window alone makes a poor centroid: start between it and the profile.
-            let mut seed: Vec<f32> = window.iter().zip(&k.centroid).map(|(a, b)| a + b).collect();
-            if !normalize(&mut seed) {
-                seed = window.to_vec();
-            }
-            return named(self, s, seed);
+            return named(self, s, toward(window.to_vec(), &k.centroid));
         }
         let backed = self
             .recent
@@ -880,11 +888,7 @@ impl Identifier {
             // Short windows alone make a poor centroid (the clusterer never moves a centroid
             // with them): the speaker starts from their mean together with the profile's centroid,
             // and the session's trusted windows take over from there.
-            let mut seed: Vec<f32> = mean.iter().zip(&k.centroid).map(|(a, b)| a + b).collect();
-            if !normalize(&mut seed) {
-                seed = mean;
-            }
-            return named(self, ms, seed);
+            return named(self, ms, toward(mean, &k.centroid));
         }
         None
     }
