@@ -3,17 +3,17 @@
 //!
 //! Guards against phantom speakers: a window far from every centroid is only *pending*; a new
 //! speaker is created when `new_speaker_windows` pending windows agree with each other (mutual cosine
-//! above `assign_threshold`) within `pending_span` seconds. Until then, a pending window is
-//! labelled with its nearest speaker (tentatively). Centroids are running sums of unit embeddings,
-//! updated only by confident windows. Speaker indices are 0, 1, 2... in order of creation and never
-//! change.
+//! above `assign_threshold`) within `pending_span` seconds. Short (untrusted, under 1 s of speech)
+//! far windows count as pending evidence too, since first turns are often short, but a group needs
+//! one trusted window. Until then, a pending window is labelled with its nearest speaker
+//! (tentatively). Centroids are running sums of unit embeddings, updated only by confident windows.
+//! Speaker indices are 0, 1, 2... in order of creation and never change.
 //!
 //! Known names (voice profiles, src/profiles.rs): the turn stage marks the speakers that carry a
 //! profile's name ([`OnlineClusterer::set_named`]). A far window whose nearest speaker is named is
 //! stronger evidence of a new voice, since an unknown voice must never borrow a known name: one
-//! fewer agreeing window (`new_speaker_windows` - 1, at least 1) starts a speaker, and short
-//! (untrusted) windows count as pending evidence too (a group needs one trusted window). Without
-//! profiles nothing changes.
+//! fewer agreeing window (`new_speaker_windows` - 1, at least 1) starts a speaker. Without profiles
+//! nothing changes.
 
 use crate::{Error, Result};
 
@@ -250,9 +250,10 @@ impl OnlineClusterer {
             self.is_named(best),
             self.pending.len()
         );
-        // A short window far from a named nearest speaker is evidence of a new voice too (short
-        // first turns are common), so that an unknown voice stops borrowing a known name sooner.
-        let evidence = may_update || (self.is_named(best) && sim < self.cfg.new_speaker_threshold);
+        // A short window far from every speaker is evidence of a new voice too: first turns are
+        // often short ("yes", "right, and..."), and a voice whose first turns are all under a
+        // second would otherwise lend its speech to the nearest speaker until it talks at length.
+        let evidence = may_update || sim < self.cfg.new_speaker_threshold;
         if sim >= self.cfg.assign_threshold || self.at_cap() || !evidence {
             if may_update && sim >= self.cfg.update_threshold {
                 self.update(best, &unit);
@@ -467,13 +468,14 @@ mod tests {
     fn a_new_voice_next_to_named_speakers_starts_sooner() {
         let (a, b) = (voice(1, 192), voice(2, 192));
         // (nearest speaker named, which of b's windows are trusted) -> speakers after each window.
-        // Next to a named speaker two agreeing far windows start a speaker (three otherwise), short
+        // Next to a named speaker two agreeing far windows start a speaker (three otherwise); short
         // ones count as evidence, but a speaker never starts from short windows alone.
         for (named, trusted, expect) in [
             (false, [true, true, true], [1, 1, 2]),
             (true, [true, true, true], [1, 2, 2]),
             (true, [false, true, true], [1, 2, 2]),
-            (false, [false, true, true], [1, 1, 1]),
+            (false, [false, true, true], [1, 1, 2]),
+            (false, [false, false, false], [1, 1, 1]),
             (true, [false, false, false], [1, 1, 1]),
         ] {
             let mut c = OnlineClusterer::new(ClusterConfig::default()).unwrap();
