@@ -213,11 +213,13 @@ proptest! {
                 let n = dot(c, c);
                 prop_assert!((n - 1.0).abs() < 1e-3, "centroid norm^2 {}", n);
             }
+            // A voice vector can be all zeros too (with no noise its windows are degenerate).
+            let degenerate = !whospoke::cluster::normalize(&mut e.clone());
             match got {
                 None => {
                     prop_assert_eq!(before, 0);
                     prop_assert_eq!(after, 0);
-                    prop_assert!(w.voice.is_none() || !w.trusted);
+                    prop_assert!(degenerate || !w.trusted);
                 }
                 Some(a) => {
                     prop_assert!(a.speaker < after, "speaker {} of {}", a.speaker, after);
@@ -225,7 +227,9 @@ proptest! {
                         Some(s) => {
                             prop_assert_eq!(s, before, "a new speaker takes the next index");
                             prop_assert_eq!(after, before + 1);
-                            prop_assert!(w.trusted, "an untrusted window started a speaker");
+                            // A short window may complete a group of agreeing far windows (which
+                            // holds a trusted one), never start the first speaker.
+                            prop_assert!(w.trusted || before > 0, "an untrusted window started the first speaker");
                         }
                         None => prop_assert_eq!(after, before),
                     }
