@@ -221,8 +221,9 @@ struct RunArgs {
     #[arg(long)]
     plain_embeddings: bool,
     /// Arithmetic of the models in mode seg: int8 runs CAM++'s trunk with 8-bit convolutions and
-    /// segmentation-3.0 with 8-bit LSTMs (about 1.6x and 2x faster on CPUs with AVX-512 VNNI, the same
-    /// accuracy on the dev set: docs/accuracy.md); fp32 runs the float models.
+    /// segmentation-3.0 with 8-bit LSTMs (each about 1.9x faster per window on a CPU with AVX-512
+    /// VNNI: docs/performance.md; the same accuracy on the dev set: docs/accuracy.md); fp32 runs the
+    /// float models.
     #[arg(long, value_enum, default_value_t = Precision::Int8)]
     precision: Precision,
     /// Lighter embeddings (mode seg): CAM++'s trunk runs once over consecutive chunks of speech and each
