@@ -10,7 +10,7 @@ use std::process::Command;
 
 use whospoke::eval::{evaluate_segments, read_rttm, EvalOptions, Rttm, Segment};
 
-/// Latency 0.5 s: the live final labels of the demo have speaker confusion (3.4 % of its speech)
+/// Latency 0.5 s: the live final labels of the demo have speaker confusion (3.6 % of its speech)
 /// that the second pass can correct.
 const LATENCY: &str = "0.5";
 
