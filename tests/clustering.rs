@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use whospoke::eval::{evaluate_segments, EvalOptions};
 
 const SECONDS: f64 = 22.0;
@@ -19,24 +17,17 @@ fn voices_whose_first_turns_are_short_get_their_own_speakers_in_the_final_labels
     let t = common::TempDir::new("clustering");
     let wav = t.path("dev_00.wav");
     common::cut(&dev.join("dev_00.wav"), SECONDS, &wav);
-    let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
-        .arg(&wav)
-        .args([
+    let jsonl = common::run_on(
+        &wav,
+        &[
             "--no-tui",
             "--no-profiles",
             "--format",
             "jsonl",
             "--latency",
             "2",
-        ])
-        .output()
-        .expect("run whospoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let jsonl = String::from_utf8(out.stdout).expect("utf-8 stdout");
     let hyp = common::final_turns(&jsonl, "dev_00");
     let reference = common::reference(&dev.join("dev_00.rttm"), SECONDS, "dev_00");
 

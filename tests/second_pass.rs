@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use whospoke::eval::{evaluate_segments, read_rttm, EvalOptions, Rttm, Segment};
 
@@ -15,25 +14,16 @@ use whospoke::eval::{evaluate_segments, read_rttm, EvalOptions, Rttm, Segment};
 const LATENCY: &str = "0.5";
 
 fn run(latency: &str, extra: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
-        .arg(common::repo().join("assets/demo/demo.flac"))
-        .args([
-            "--no-tui",
-            "--no-profiles",
-            "--format",
-            "jsonl",
-            "--latency",
-            latency,
-        ])
-        .args(extra)
-        .output()
-        .expect("run whospoke");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
+    let mut args = vec![
+        "--no-tui",
+        "--no-profiles",
+        "--format",
+        "jsonl",
+        "--latency",
+        latency,
+    ];
+    args.extend_from_slice(extra);
+    common::run_on(&common::repo().join("assets/demo/demo.flac"), &args)
 }
 
 fn events(jsonl: &str) -> Vec<serde_json::Value> {

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use ndarray::{concatenate, s, Array2, Axis};
 use whospoke::analysis::TrunkTiling;
 use whospoke::embed::{Embedder, TrunkFrames};
@@ -159,18 +157,9 @@ fn shared_trunk_diarizes_the_demo_like_the_default() {
     let uri = reference.keys().next().unwrap().clone();
     let mut der = Vec::new();
     for extra in [&[][..], &["--shared-trunk"][..]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
-            .arg(&demo)
-            .args(["--no-tui", "--no-profiles", "--format", "rttm"])
-            .args(extra)
-            .output()
-            .expect("run whospoke");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let hyp = rttm_of(&String::from_utf8_lossy(&out.stdout), &uri);
+        let mut args = vec!["--no-tui", "--no-profiles", "--format", "rttm"];
+        args.extend_from_slice(extra);
+        let hyp = rttm_of(&common::run_on(&demo, &args), &uri);
         let r = evaluate_segments(&reference, &hyp, &EvalOptions::default());
         eprintln!(
             "{extra:?}: DER {:.2} %, speakers right {}",

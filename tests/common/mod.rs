@@ -11,6 +11,22 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the whospoke binary on `audio` with `args`, asserts it succeeded (its stderr otherwise) and
+/// returns its stdout.
+pub fn run_on(audio: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_whospoke"))
+        .arg(audio)
+        .args(args)
+        .output()
+        .expect("run whospoke");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
 /// A private scratch directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
