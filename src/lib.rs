@@ -1,7 +1,7 @@
 //! whospoke: real-time streaming speaker diarization.
 //!
 //! Pipeline (one module per stage; see docs/architecture.md):
-//! capture/decode -> ring -> `vad` thread (resample + webrtc-vad) -> ring -> `analysis` thread
+//! capture/decode -> ring -> `vad` thread (resample + `level` gain + webrtc-vad) -> ring -> `analysis` thread
 //! (incremental `fbank` + CAM++, `segment`ation) -> `turns` thread (`cluster`ing, tentative/final turns)
 //! -> events -> sinks (`output`, `tui`).
 
@@ -17,6 +17,7 @@ pub mod eval;
 pub mod events;
 pub mod fault;
 pub mod fbank;
+pub mod level;
 pub mod output;
 pub mod pipeline;
 pub mod profiles;

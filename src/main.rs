@@ -286,6 +286,10 @@ struct RunArgs {
     /// Audio before a speech onset that is included in the speech, ms.
     #[arg(long, default_value_t = VadConfig::default().preroll_ms, value_name = "MS")]
     vad_preroll_ms: u32,
+    /// Do not raise quiet input (by default input whose loud frames are under -20 dBFS is raised
+    /// towards it, by at most 30 dB, before speech detection: docs/accuracy.md, "Quiet input").
+    #[arg(long)]
+    no_auto_gain: bool,
     /// ONNX Runtime threads for the embedding model.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -646,6 +650,10 @@ fn config(a: &RunArgs, live: bool) -> Config {
             aggressiveness: a.vad_aggressiveness,
             hangover_ms: a.vad_hangover_ms,
             preroll_ms: a.vad_preroll_ms,
+            level: whospoke::level::LevelConfig {
+                enabled: !a.no_auto_gain,
+                ..Default::default()
+            },
             ..VadConfig::default()
         },
         windows: WindowConfig {

@@ -31,6 +31,7 @@ use crate::decode::{AudioSource, InputFormat};
 use crate::embed::{Embedder, TrunkFrames};
 use crate::embed_worker::{EmbedJob, EmbedWorker, LazyWorker};
 use crate::events::{Control, Event};
+use crate::level::Leveler;
 use crate::resample::Resampler;
 use crate::ring::{self, RingSignal};
 use crate::runtime::ModelPaths;
@@ -794,6 +795,8 @@ fn vad_thread(
 ) -> Result<()> {
     let result = (|| {
         let mut gate = VadGate::new(&cfg)?;
+        let mut leveler = Leveler::new(&cfg.level, cfg.frame_ms);
+        let mut gain_told = false;
         let mut resampler = Resampler::new(format.sample_rate, format.channels)?;
         let flen = gate.frame_len();
         let ch = format.channels as usize;
@@ -812,6 +815,8 @@ fn vad_thread(
         };
         let frame_out = |mono: &[f32],
                          gate: &mut VadGate,
+                         leveler: &mut Leveler,
+                         gain_told: &mut bool,
                          held: &mut VecDeque<VadFrame>,
                          pos: &mut u64,
                          dropped: u64,
@@ -824,8 +829,18 @@ fn vad_thread(
                 ..VadFrame::default()
             };
             f.samples[..mono.len()].copy_from_slice(mono);
+            // The input level shown is the level received, before the automatic gain.
             f.power = mono.iter().map(|x| x * x).sum::<f32>() / mono.len().max(1) as f32;
-            let voiced = mono.len() == flen && gate.classify(mono);
+            let samples = &mut f.samples[..mono.len()];
+            leveler.process(samples);
+            if !*gain_told && leveler.gain_db() >= 6.0 {
+                *gain_told = true;
+                tracing::info!(
+                    "quiet input: raising its level by up to {:.0} dB before speech detection (--no-auto-gain turns this off)",
+                    leveler.gain_db()
+                );
+            }
+            let voiced = mono.len() == flen && gate.classify(samples);
             *pos += mono.len() as u64;
             held.push_back(f);
             if let Some(d) = gate.smoother().push(voiced) {
@@ -885,6 +900,8 @@ fn vad_thread(
                 frame_out(
                     &mono[k..k + flen],
                     &mut gate,
+                    &mut leveler,
+                    &mut gain_told,
                     &mut held,
                     &mut pos,
                     dropped,
@@ -908,6 +925,8 @@ fn vad_thread(
             frame_out(
                 &mono[k..e],
                 &mut gate,
+                &mut leveler,
+                &mut gain_told,
                 &mut held,
                 &mut pos,
                 dropped,

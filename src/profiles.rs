@@ -382,15 +382,19 @@ pub fn select_spans(audio: &[f32], spans: &[(f64, f64)]) -> Vec<f32> {
 /// Keeps the samples webrtc-vad (smoothed as in the live pipeline) calls speech.
 pub fn speech_only(audio: &[f32], vad: &VadConfig) -> Result<Vec<f32>> {
     let mut gate = VadGate::new(vad)?;
+    let mut leveler = crate::level::Leveler::new(&vad.level, vad.frame_ms);
     let flen = gate.frame_len();
+    let mut leveled = audio.to_vec();
     let mut decisions = Vec::with_capacity(audio.len() / flen + 1);
-    for fr in audio.chunks(flen) {
+    for fr in leveled.chunks_mut(flen) {
+        // The same automatic gain as the live pipeline, so quiet recordings enroll too.
+        leveler.process(fr);
         let voiced = fr.len() == flen && gate.classify(fr);
         decisions.extend(gate.smoother().push(voiced));
     }
     decisions.extend(gate.smoother().drain());
     let mut out = Vec::new();
-    for (fr, d) in audio.chunks(flen).zip(decisions) {
+    for (fr, d) in leveled.chunks(flen).zip(decisions) {
         if d {
             out.extend_from_slice(fr);
         }

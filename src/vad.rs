@@ -25,6 +25,8 @@ pub struct VadConfig {
     pub preroll_ms: u32,
     /// Voiced frames in a row needed to start speech.
     pub onset_frames: u32,
+    /// Automatic gain for quiet input, applied before the VAD (src/level.rs).
+    pub level: crate::level::LevelConfig,
 }
 
 impl Default for VadConfig {
@@ -35,6 +37,7 @@ impl Default for VadConfig {
             hangover_ms: 150,
             preroll_ms: 60,
             onset_frames: 2,
+            level: crate::level::LevelConfig::default(),
         }
     }
 }

@@ -1,0 +1,61 @@
+//! Quiet input, on real speech: the first 60 s of eval/dev/dev_00 at its own level and 25 dB
+//! quieter (its loud frames then sit near -45 dBFS, like a far-field microphone). webrtc-vad's
+//! decisions depend on the absolute level, so without the automatic gain (src/level.rs) the quiet
+//! copy loses much of its speech and one voice; with it, the quiet copy is labelled about as
+//! well as the original (measured: DER 12.99 % original, 13.22 % quiet, 34.87 % quiet with
+//! `--no-auto-gain`).
+
+mod common;
+
+use std::path::Path;
+
+use whospoke::eval::{evaluate_segments, EvalOptions, FileScore};
+
+const SECONDS: f64 = 60.0;
+
+fn score(wav: &Path, extra: &[&str]) -> FileScore {
+    let dev = common::repo().join("../shared/eval/dev");
+    let mut args = vec!["--no-tui", "--no-profiles", "--format", "jsonl"];
+    args.extend_from_slice(extra);
+    let jsonl = common::run_on(wav, &args);
+    let hyp = common::final_turns(&jsonl, "dev_00");
+    let reference = common::reference(&dev.join("dev_00.rttm"), SECONDS, "dev_00");
+    let r = evaluate_segments(&reference, &hyp, &EvalOptions::default());
+    r.files.into_iter().next().expect("one file scored")
+}
+
+fn der(f: &FileScore) -> f64 {
+    100.0 * f.der
+}
+
+#[test]
+fn quiet_speech_is_raised_before_detection_and_labelled_like_the_original() {
+    let dev = common::repo().join("../shared/eval/dev");
+    let t = common::TempDir::new("quiet");
+    let (normal, quiet) = (t.path("normal.wav"), t.path("quiet.wav"));
+    common::cut(&dev.join("dev_00.wav"), SECONDS, &normal);
+    let st = std::process::Command::new("sox")
+        .arg(&normal)
+        .arg(&quiet)
+        .args(["gain", "-25"])
+        .status()
+        .expect("sox");
+    assert!(st.success());
+
+    let original = score(&normal, &[]);
+    let raised = score(&quiet, &[]);
+    let untouched = score(&quiet, &["--no-auto-gain"]);
+    let (d0, d1, d2) = (der(&original), der(&raised), der(&untouched));
+    eprintln!("DER original {d0:.2} %, quiet {d1:.2} %, quiet without auto gain {d2:.2} %");
+
+    assert_eq!(
+        raised.hyp_speakers, raised.ref_speakers,
+        "speakers, quiet copy"
+    );
+    assert!(d1 < d0 + 2.0, "quiet copy {d1:.2} % against {d0:.2} %");
+    // Without the gain the same audio loses speech: what the gain is for.
+    assert!(
+        d2 > d0 + 10.0,
+        "without auto gain {d2:.2} % against {d0:.2} %"
+    );
+}
