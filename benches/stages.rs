@@ -125,6 +125,7 @@ fn load_audio() -> (Vec<f32>, String) {
 /// The VAD thread's framing, classification and smoothing (pipeline.rs `vad_thread`).
 fn vad_frames(audio: &[f32], cfg: &VadConfig) -> Vec<VadFrame> {
     let mut gate = VadGate::new(cfg).expect("VAD");
+    let mut leveler = whospoke::level::Leveler::new(&cfg.level, cfg.frame_ms);
     let flen = gate.frame_len();
     let mut held: VecDeque<VadFrame> = VecDeque::new();
     let mut out = Vec::new();
@@ -137,7 +138,9 @@ fn vad_frames(audio: &[f32], cfg: &VadConfig) -> Vec<VadFrame> {
         };
         f.samples[..chunk.len()].copy_from_slice(chunk);
         f.power = chunk.iter().map(|x| x * x).sum::<f32>() / chunk.len() as f32;
-        let voiced = chunk.len() == flen && gate.classify(chunk);
+        let samples = &mut f.samples[..chunk.len()];
+        leveler.process(samples);
+        let voiced = chunk.len() == flen && gate.classify(samples);
         pos += chunk.len() as u64;
         held.push_back(f);
         if let Some(d) = gate.smoother().push(voiced) {
@@ -234,6 +237,7 @@ fn prepare() -> Material {
                 end: f.end(),
                 speech: f.speech,
                 power: f.power,
+                gain_db: f.gain_db,
                 arrived: None,
             },
         );
@@ -367,9 +371,12 @@ fn stages(c: &mut Criterion) {
         });
     }
 
-    // VAD: webrtc-vad on every 30 ms frame + the smoother (+ the frame power the VAD thread computes).
+    // VAD: the automatic gain (src/level.rs) and webrtc-vad on every 30 ms frame + the smoother (+ the
+    // frame power the VAD thread computes).
     {
         let mut gate = VadGate::new(&vcfg).expect("VAD");
+        let mut leveler = whospoke::level::Leveler::new(&vcfg.level, vcfg.frame_ms);
+        let mut frame = vec![0.0f32; flen];
         let nframes = m.audio.len() / flen;
         let (mut k, mut fi) = (0u64, 0usize);
         g.bench_function("vad_webrtc_smoother/1s_audio", |b| {
@@ -379,9 +386,10 @@ fn stages(c: &mut Criterion) {
                     if fi == nframes {
                         fi = 0;
                     }
-                    let fr = &m.audio[fi * flen..(fi + 1) * flen];
-                    let power = fr.iter().map(|x| x * x).sum::<f32>() / flen as f32;
-                    let voiced = gate.classify(black_box(fr));
+                    frame.copy_from_slice(&m.audio[fi * flen..(fi + 1) * flen]);
+                    let power = frame.iter().map(|x| x * x).sum::<f32>() / flen as f32;
+                    leveler.process(&mut frame);
+                    let voiced = gate.classify(black_box(&frame));
                     if gate.smoother().push(voiced) == Some(true) {
                         speech += 1;
                     }

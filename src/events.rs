@@ -95,6 +95,9 @@ pub struct Health {
     /// Input level of the last period, dBFS (RMS), -120 for digital silence.
     #[serde(serialize_with = "r1")]
     pub level_db: f32,
+    /// Automatic gain applied to quiet input before speech detection, dB (0: none; src/level.rs).
+    #[serde(serialize_with = "r1")]
+    pub gain_db: f32,
     /// Whether the VAD currently hears speech.
     pub speech: bool,
     /// Total samples dropped so far because a ring buffer overflowed (input-rate samples).

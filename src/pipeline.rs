@@ -833,6 +833,7 @@ fn vad_thread(
             f.power = mono.iter().map(|x| x * x).sum::<f32>() / mono.len().max(1) as f32;
             let samples = &mut f.samples[..mono.len()];
             leveler.process(samples);
+            f.gain_db = leveler.gain_db();
             if !*gain_told && leveler.gain_db() >= 6.0 {
                 *gain_told = true;
                 tracing::info!(
@@ -1622,6 +1623,7 @@ fn analysis_thread(
                 end: f.end(),
                 speech: f.speech,
                 power: f.power,
+                gain_db: f.gain_db,
                 arrived: f.arrived,
             };
             if !send(&mut batcher, &mut shared, msg) {
@@ -1798,6 +1800,7 @@ mod device_event_tests {
             end,
             speech: false,
             power: 0.0,
+            gain_db: 0.0,
             arrived: None,
         }
     }

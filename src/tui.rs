@@ -1033,6 +1033,11 @@ fn draw_input(frame: &mut Frame, area: Rect, st: &DashboardState) {
         Some(l) => format!("{:>4.0} dB", l.clamp(-99.0, 0.0)),
         None => "  -- dB".to_string(),
     };
+    // Quiet input is raised before speech detection (src/level.rs); the level shown is as received.
+    let db_text = match st.health.as_ref().map(|h| h.gain_db) {
+        Some(g) if g >= 0.5 => format!("{db_text}, +{g:.0} gain"),
+        _ => db_text,
+    };
     let prefix = "Level ";
     let gauge_w = (inner.width as usize).saturating_sub(prefix.len() + db_text.chars().count() + 1);
     let frac = level.map_or(0.0, |l| ((l + 60.0) / 60.0).clamp(0.0, 1.0));

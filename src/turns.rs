@@ -39,6 +39,8 @@ pub enum Analysis {
         end: u64,
         speech: bool,
         power: f32,
+        /// Automatic gain applied before detection, dB.
+        gain_db: f32,
         /// When the frame's newest sample entered whospoke (processing-latency measurement).
         arrived: Option<std::time::Instant>,
     },
@@ -226,6 +228,8 @@ pub struct TurnTracker {
     // status
     power_sum: f64,
     power_n: u64,
+    /// Automatic gain of the latest frame, dB (reported in status events).
+    gain_db: f32,
     last_speech: bool,
     next_status: f64,
     dropped_total: u64,
@@ -306,6 +310,7 @@ impl TurnTracker {
             now: 0,
             power_sum: 0.0,
             power_n: 0,
+            gain_db: 0.0,
             last_speech: false,
             dropped_total: 0,
             load: [0.0; 2],
@@ -615,10 +620,12 @@ impl TurnTracker {
                 end,
                 speech,
                 power,
+                gain_db,
                 arrived,
             } => {
                 self.apply_activity(end);
                 self.arrived = arrived.or(self.arrived);
+                self.gain_db = gain_db;
                 self.power_sum += power as f64 * (end - start) as f64;
                 self.power_n += end - start;
                 self.last_speech = speech;
@@ -820,6 +827,7 @@ impl TurnTracker {
             time: t,
             health: Health {
                 level_db,
+                gain_db: self.gain_db,
                 speech: self.last_speech,
                 dropped_samples: self.dropped_total,
                 label_lag,
@@ -1477,6 +1485,7 @@ mod tests {
                 end: e,
                 speech,
                 power: 0.01,
+                gain_db: 0.0,
                 arrived: None,
             },
             out,

@@ -79,8 +79,10 @@ pub struct VadFrame {
     pub len: u16,
     /// Smoothed decision.
     pub speech: bool,
-    /// Mean square of the frame (for the level meter).
+    /// Mean square of the frame as received (for the level meter).
     pub power: f32,
+    /// Automatic gain applied to `samples`, dB (src/level.rs).
+    pub gain_db: f32,
     /// Input samples (per channel, at the input rate) lost just before this frame; the frame's audio
     /// then starts after a stretch of inserted silence that keeps stream time true.
     pub dropped: u64,
@@ -109,6 +111,7 @@ impl Default for VadFrame {
             len: 0,
             speech: false,
             power: 0.0,
+            gain_db: 0.0,
             dropped: 0,
             arrived: None,
             samples: [0.0; MAX_FRAME],

@@ -33,6 +33,8 @@ enum Kind {
     Load,
     /// dBFS in [-120, 0] with at most 1 decimal.
     Db,
+    /// Automatic gain, dB in [0, 30] with at most 1 decimal.
+    Gain,
     /// Wall-clock seconds >= 0 with at most 4 decimals (processing delay).
     Delay,
     /// An array of non-empty strings.
@@ -116,6 +118,7 @@ fn schema(ty: &str) -> Option<&'static [(&'static str, Kind)]> {
         "status" => &[
             ("time", Secs),
             ("level_db", Db),
+            ("gain_db", Gain),
             ("speech", Bool),
             ("dropped_samples", Int),
             ("label_lag", Secs),
@@ -177,6 +180,10 @@ fn check_field(name: &str, kind: Kind, v: &Value) -> Result<(), String> {
         Delay => match num {
             Some(x) if x >= 0.0 && rounded(x, 10000.0) => Ok(()),
             _ => bad("seconds >= 0 with 4 decimals"),
+        },
+        Gain => match num {
+            Some(x) if (0.0..=30.0).contains(&x) && rounded(x, 10.0) => Ok(()),
+            _ => bad("dB in [0, 30] with 1 decimal"),
         },
         Db => match num {
             Some(x) if (-120.0..=0.0).contains(&x) && rounded(x, 10.0) => Ok(()),
@@ -541,7 +548,7 @@ fn checker_rejects_drift() {
         end.clone(),
     ];
     assert!(check_stream(&twice_final).is_err());
-    let late = json!({"type":"status","time":0.5,"level_db":-20.0,"speech":true,
+    let late = json!({"type":"status","time":0.5,"level_db":-20.0,"gain_db":0.0,"speech":true,
                       "dropped_samples":0,"label_lag":0.0,"load":0.1});
     let backwards = vec![
         start.clone(),

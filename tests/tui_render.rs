@@ -83,6 +83,7 @@ fn scenario() -> Vec<Event> {
             time: 30.5,
             health: Health {
                 level_db: -18.0,
+                gain_db: 0.0,
                 speech: true,
                 dropped_samples: 1600,
                 label_lag: 0.5,
@@ -287,6 +288,7 @@ fn check_colour_screen(w: u16, h: u16) {
     assert!(row_text(&buf, 0).contains("00:00:30"));
     assert!(text.contains("-18 dB"));
     assert!(text.contains("● SPEECH"));
+    assert!(!text.contains("gain"), "no gain, nothing said");
     let health = row_text(&buf, h - 2);
     assert!(health.contains("dropped 1600 smp (0.10 s)"), "{health}");
     assert!(health.contains("lag 0.5 s"), "{health}");
@@ -566,4 +568,22 @@ fn remember_voice_keys_and_answer() {
     press(&mut s, KeyCode::Char('?'));
     let help = screen(&render(&s, 80, 24));
     assert!(help.contains("remember a speaker's voice"), "{help}");
+}
+
+#[test]
+fn quiet_input_shows_the_automatic_gain() {
+    let mut s = state(true);
+    s.apply(&Event::Status {
+        time: 31.0,
+        health: Health {
+            level_db: -47.0,
+            gain_db: 24.4,
+            speech: true,
+            dropped_samples: 1600,
+            label_lag: 0.5,
+            load: 0.35,
+        },
+    });
+    let text = screen(&render(&s, 80, 24));
+    assert!(text.contains("-47 dB, +24 gain"), "{text}");
 }
