@@ -34,7 +34,7 @@ fi
 prof="$work/profiles"
 
 # speaker:file it is enrolled from, and the files diarized (ENROLL / TESTS override them: e.g. the
-# swapped split ENROLL="ls1998:dev_07 ls2609:dev_07 ls3005:dev_07 ls3080:dev_10 ls533:dev_08"
+# swapped split ENROLL="ls1998:dev_07 ls2609:dev_07 ls3005:dev_07 ls3080:dev_07 ls533:dev_08"
 # TESTS="dev_00 dev_01 dev_02 dev_03 dev_04 dev_05")
 read -r -a enroll_from <<< "${ENROLL:-ls1998:dev_01 ls2609:dev_00 ls3005:dev_01 ls3080:dev_03 ls533:dev_00}"
 read -r -a tests <<< "${TESTS:-dev_06 dev_07 dev_08 dev_09 dev_10 dev_11}"

@@ -59,3 +59,28 @@ fn quiet_speech_is_raised_before_detection_and_labelled_like_the_original() {
         "without auto gain {d2:.2} % against {d0:.2} %"
     );
 }
+
+#[test]
+fn steady_noise_alone_is_not_raised_and_labels_nobody() {
+    let t = common::TempDir::new("quiet-noise");
+    let noise = t.path("pink.wav");
+    // Pink noise well below speech level, as in a quiet room with nobody talking.
+    let st = std::process::Command::new("sox")
+        .args(["-n", "-r", "16000", "-b", "16", "-c", "1"])
+        .arg(&noise)
+        .args(["synth", "30", "pinknoise", "gain", "-45"])
+        .status()
+        .expect("sox");
+    assert!(st.success());
+    let jsonl = common::run_on(&noise, &["--no-tui", "--no-profiles", "--format", "jsonl"]);
+    let mut statuses = 0;
+    for line in jsonl.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        assert_ne!(v["type"], "turn", "a turn in noise: {line}");
+        if v["type"] == "status" {
+            statuses += 1;
+            assert_eq!(v["gain_db"].as_f64(), Some(0.0), "{line}");
+        }
+    }
+    assert!(statuses >= 25, "{statuses} status events");
+}
