@@ -137,9 +137,9 @@ fn vad_frames(audio: &[f32], cfg: &VadConfig) -> Vec<VadFrame> {
             ..VadFrame::default()
         };
         f.samples[..chunk.len()].copy_from_slice(chunk);
-        f.power = chunk.iter().map(|x| x * x).sum::<f32>() / chunk.len() as f32;
         let samples = &mut f.samples[..chunk.len()];
-        leveler.process(samples);
+        f.power = leveler.process(samples);
+        f.gain_db = leveler.gain_db();
         let voiced = chunk.len() == flen && gate.classify(samples);
         pos += chunk.len() as u64;
         held.push_back(f);
@@ -387,8 +387,7 @@ fn stages(c: &mut Criterion) {
                         fi = 0;
                     }
                     frame.copy_from_slice(&m.audio[fi * flen..(fi + 1) * flen]);
-                    let power = frame.iter().map(|x| x * x).sum::<f32>() / flen as f32;
-                    leveler.process(&mut frame);
+                    let power = leveler.process(&mut frame);
                     let voiced = gate.classify(black_box(&frame));
                     if gate.smoother().push(voiced) == Some(true) {
                         speech += 1;

@@ -55,9 +55,17 @@ const FLOOR_DB: f32 = -100.0;
 const BIN_DB: f32 = 0.5;
 const BINS: usize = 200;
 
+/// Mean square of a frame (full scale 1).
+pub fn mean_square(frame: &[f32]) -> f32 {
+    frame.iter().map(|x| x * x).sum::<f32>() / frame.len().max(1) as f32
+}
+
 /// Power of a frame in dB below full scale, floored at -100.
 pub fn frame_db(frame: &[f32]) -> f32 {
-    let p = frame.iter().map(|x| x * x).sum::<f32>() / frame.len().max(1) as f32;
+    power_db(mean_square(frame))
+}
+
+fn power_db(p: f32) -> f32 {
     (10.0 * (p + 1e-10).log10()).clamp(FLOOR_DB, 0.0)
 }
 
@@ -70,6 +78,8 @@ pub struct Leveler {
     recent: VecDeque<u16>,
     capacity: usize,
     gain_db: f32,
+    /// Whether the log has said that quiet input is being raised.
+    told: bool,
 }
 
 impl Leveler {
@@ -84,6 +94,7 @@ impl Leveler {
             recent: VecDeque::with_capacity(capacity + 1),
             capacity,
             gain_db: 0.0,
+            told: false,
         }
     }
 
@@ -119,13 +130,14 @@ impl Leveler {
         (self.cfg.target_db - loud).clamp(0.0, self.cfg.max_gain_db)
     }
 
-    /// Measures `frame` (before any gain) and raises it in place by the current gain.
-    pub fn process(&mut self, frame: &mut [f32]) {
+    /// Measures `frame` (before any gain), raises it in place by the current gain and returns its
+    /// mean square as received (the level meter's input).
+    pub fn process(&mut self, frame: &mut [f32]) -> f32 {
+        let power = mean_square(frame);
         if !self.cfg.enabled || frame.is_empty() {
-            return;
+            return power;
         }
-        let db = frame_db(frame);
-        let bin = (((db - FLOOR_DB) / BIN_DB) as usize).min(BINS - 1);
+        let bin = (((power_db(power) - FLOOR_DB) / BIN_DB) as usize).min(BINS - 1);
         self.counts[bin] += 1;
         self.recent.push_back(bin as u16);
         if self.recent.len() > self.capacity {
@@ -145,6 +157,14 @@ impl Leveler {
                 *x *= k;
             }
         }
+        if !self.told && self.gain_db >= 6.0 {
+            self.told = true;
+            tracing::info!(
+                "quiet input: raising its level by up to {:.0} dB before speech detection (--no-auto-gain turns this off)",
+                self.gain_db
+            );
+        }
+        power
     }
 }
 

@@ -796,7 +796,6 @@ fn vad_thread(
     let result = (|| {
         let mut gate = VadGate::new(&cfg)?;
         let mut leveler = Leveler::new(&cfg.level, cfg.frame_ms);
-        let mut gain_told = false;
         let mut resampler = Resampler::new(format.sample_rate, format.channels)?;
         let flen = gate.frame_len();
         let ch = format.channels as usize;
@@ -816,7 +815,6 @@ fn vad_thread(
         let frame_out = |mono: &[f32],
                          gate: &mut VadGate,
                          leveler: &mut Leveler,
-                         gain_told: &mut bool,
                          held: &mut VecDeque<VadFrame>,
                          pos: &mut u64,
                          dropped: u64,
@@ -829,18 +827,10 @@ fn vad_thread(
                 ..VadFrame::default()
             };
             f.samples[..mono.len()].copy_from_slice(mono);
-            // The input level shown is the level received, before the automatic gain.
-            f.power = mono.iter().map(|x| x * x).sum::<f32>() / mono.len().max(1) as f32;
             let samples = &mut f.samples[..mono.len()];
-            leveler.process(samples);
+            // The input level shown is the level received, before the automatic gain.
+            f.power = leveler.process(samples);
             f.gain_db = leveler.gain_db();
-            if !*gain_told && leveler.gain_db() >= 6.0 {
-                *gain_told = true;
-                tracing::info!(
-                    "quiet input: raising its level by up to {:.0} dB before speech detection (--no-auto-gain turns this off)",
-                    leveler.gain_db()
-                );
-            }
             let voiced = mono.len() == flen && gate.classify(samples);
             *pos += mono.len() as u64;
             held.push_back(f);
@@ -902,7 +892,6 @@ fn vad_thread(
                     &mono[k..k + flen],
                     &mut gate,
                     &mut leveler,
-                    &mut gain_told,
                     &mut held,
                     &mut pos,
                     dropped,
@@ -927,7 +916,6 @@ fn vad_thread(
                 &mono[k..e],
                 &mut gate,
                 &mut leveler,
-                &mut gain_told,
                 &mut held,
                 &mut pos,
                 dropped,
