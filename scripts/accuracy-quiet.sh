@@ -17,7 +17,7 @@ for g in ${GAINS:-0 -10 -20 -30}; do
   copy=$out/gain$g
   mkdir -p "$copy"
   for wav in "$dev"/*.wav; do
-    sox "$wav" "$copy/$(basename "$wav")" gain "$g"
+    sox -R "$wav" "$copy/$(basename "$wav")" gain "$g"   # -R: the same dither every run
     cp "${wav%.wav}.rttm" "$copy/"
   done
   for variant in auto off; do
