@@ -65,8 +65,69 @@ pub fn frame_db(frame: &[f32]) -> f32 {
     power_db(mean_square(frame))
 }
 
-fn power_db(p: f32) -> f32 {
+/// dB below full scale of a mean square `p`, floored at -100.
+pub fn power_db(p: f32) -> f32 {
     (10.0 * (p + 1e-10).log10()).clamp(FLOOR_DB, 0.0)
+}
+
+/// Frame levels of the last `capacity` frames as a histogram of 0.5 dB bins, for percentiles
+/// (the floor, the loud frames) at fixed cost per frame and no allocation after construction.
+#[derive(Debug, Clone)]
+pub struct RecentLevels {
+    counts: Vec<u32>,
+    recent: VecDeque<u16>,
+    capacity: usize,
+}
+
+impl RecentLevels {
+    /// Keeps the levels of the last `capacity` frames (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            counts: vec![0; BINS],
+            recent: VecDeque::with_capacity(capacity + 1),
+            capacity,
+        }
+    }
+
+    /// Adds a frame of mean square `power` (full scale 1), forgetting the oldest beyond capacity.
+    pub fn push(&mut self, power: f32) {
+        let bin = (((power_db(power) - FLOOR_DB) / BIN_DB) as usize).min(BINS - 1);
+        self.counts[bin] += 1;
+        self.recent.push_back(bin as u16);
+        if self.recent.len() > self.capacity {
+            if let Some(old) = self.recent.pop_front() {
+                self.counts[old as usize] -= 1;
+            }
+        }
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Whether no frame has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+
+    /// Level (dBFS) below which `q` of the recent frames lie (-100 when empty).
+    pub fn percentile(&self, q: f32) -> f32 {
+        let n = self.recent.len();
+        if n == 0 {
+            return FLOOR_DB;
+        }
+        let want = ((q * n as f32).ceil() as usize).clamp(1, n);
+        let mut seen = 0usize;
+        for (b, &c) in self.counts.iter().enumerate() {
+            seen += c as usize;
+            if seen >= want {
+                return FLOOR_DB + (b as f32 + 0.5) * BIN_DB;
+            }
+        }
+        0.0
+    }
 }
 
 /// The automatic gain (see the module doc). Feed it every frame in order.
@@ -74,9 +135,7 @@ fn power_db(p: f32) -> f32 {
 pub struct Leveler {
     cfg: LevelConfig,
     frame_s: f32,
-    counts: Vec<u32>,
-    recent: VecDeque<u16>,
-    capacity: usize,
+    levels: RecentLevels,
     gain_db: f32,
     /// Whether the log has said that quiet input is being raised.
     told: bool,
@@ -90,9 +149,7 @@ impl Leveler {
         Self {
             cfg: cfg.clone(),
             frame_s,
-            counts: vec![0; BINS],
-            recent: VecDeque::with_capacity(capacity + 1),
-            capacity,
+            levels: RecentLevels::new(capacity),
             gain_db: 0.0,
             told: false,
         }
@@ -103,27 +160,13 @@ impl Leveler {
         self.gain_db
     }
 
-    /// Level (dBFS) below which `q` of the recent frames lie.
-    fn percentile(&self, q: f32) -> f32 {
-        let n = self.recent.len();
-        let want = ((q * n as f32).ceil() as usize).clamp(1, n.max(1));
-        let mut seen = 0usize;
-        for (b, &c) in self.counts.iter().enumerate() {
-            seen += c as usize;
-            if seen >= want {
-                return FLOOR_DB + (b as f32 + 0.5) * BIN_DB;
-            }
-        }
-        0.0
-    }
-
     /// The gain the recent levels call for, dB.
     fn wanted(&self) -> f32 {
-        if (self.recent.len() as f32) * self.frame_s < self.cfg.min_seconds {
+        if (self.levels.len() as f32) * self.frame_s < self.cfg.min_seconds {
             return 0.0;
         }
-        let loud = self.percentile(0.95);
-        let floor = self.percentile(0.10);
+        let loud = self.levels.percentile(0.95);
+        let floor = self.levels.percentile(0.10);
         if loud - floor < self.cfg.min_contrast_db {
             return 0.0;
         }
@@ -137,14 +180,7 @@ impl Leveler {
         if !self.cfg.enabled || frame.is_empty() {
             return power;
         }
-        let bin = (((power_db(power) - FLOOR_DB) / BIN_DB) as usize).min(BINS - 1);
-        self.counts[bin] += 1;
-        self.recent.push_back(bin as u16);
-        if self.recent.len() > self.capacity {
-            if let Some(old) = self.recent.pop_front() {
-                self.counts[old as usize] -= 1;
-            }
-        }
+        self.levels.push(power);
         let wanted = self.wanted();
         self.gain_db = if wanted > self.gain_db {
             wanted.min(self.gain_db + self.cfg.rise_db_per_s * self.frame_s)

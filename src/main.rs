@@ -249,6 +249,15 @@ struct RunArgs {
     /// Speech probability that still extends a speech region (see --speech-extend-max).
     #[arg(long, default_value_t = TurnConfig::default().extend_threshold, value_name = "P")]
     speech_extend_threshold: f32,
+    /// Extend each final speech region up to this many seconds into the adjacent audio that stands
+    /// --energy-extend-db above the recording's floor: the quiet onsets and decays of words that the
+    /// detectors clip (0 = off; docs/accuracy.md, "Speech edges by energy").
+    #[arg(long, default_value_t = TurnConfig::default().energy_extend_max, value_name = "SECONDS")]
+    energy_extend_max: f64,
+    /// How far above the floor (the quietest tenth of the last 30 s) audio must be to extend a speech
+    /// region (see --energy-extend-max).
+    #[arg(long, default_value_t = TurnConfig::default().energy_extend_db, value_name = "DB")]
+    energy_extend_db: f32,
     /// A pause shorter than this inside one speaker's speech does not end their turn in the final
     /// labels (the NIST RT convention is 0.3 s; 0 = every pause the detectors hear splits the turn).
     #[arg(long, default_value_t = TurnConfig::default().min_pause, value_name = "SECONDS")]
@@ -687,6 +696,8 @@ fn config(a: &RunArgs, live: bool) -> Config {
             overlap_threshold: a.overlap_threshold,
             extend_threshold: a.speech_extend_threshold,
             extend_max: a.speech_extend_max,
+            energy_extend_max: a.energy_extend_max,
+            energy_extend_db: a.energy_extend_db,
             min_pause: a.min_pause,
             second_pass: (a.second_pass || (a.rttm.is_some() && !a.no_second_pass))
                 .then(whospoke::recluster::ReclusterConfig::default),

@@ -27,8 +27,14 @@ const LONG_TURN_PIECE: u64 = 100;
 const VOICE_WINDOWS: usize = 360;
 
 /// Final ticks kept behind the finalisation point (2 s), so speech extension by hysteresis
-/// (`TurnConfig::extend_max`) sees the region it continues.
+/// (`TurnConfig::extend_max`) and by energy (`TurnConfig::energy_extend_max`) sees the region
+/// it continues.
 const EXTEND_HISTORY: u64 = 200;
+
+/// Seconds of frame power the floor for speech edges by energy is measured over.
+const FLOOR_WINDOW_S: f64 = 30.0;
+/// The floor is this percentile of recent frame power (pauses, room noise).
+const FLOOR_PERCENTILE: f32 = 0.10;
 
 /// Messages from the analysis thread to this stage.
 #[derive(Debug, Clone)]
@@ -120,6 +126,13 @@ pub struct TurnConfig {
     /// ... for at most this many seconds before its first and after its last accepted tick
     /// (0: no extension, the default; also none when `extend_threshold >= speech_threshold`).
     pub extend_max: f64,
+    /// Speech edges by energy: a final speech region (after the extension above) also takes the
+    /// adjacent ticks whose audio stands at least `energy_extend_db` above the recording's floor
+    /// (the 10th percentile of frame power over the last 30 s, as received) ...
+    pub energy_extend_db: f32,
+    /// ... for at most this many seconds before its first and after its last tick (0: off). The
+    /// detectors clip the quiet onsets and decays of words, which are speech.
+    pub energy_extend_max: f64,
     /// Seconds around an overlap within which the other turn's speaker is taken as the second speaker.
     pub overlap_reach: f64,
     /// A pause shorter than this (seconds) between two final runs of the same speaker does not end
@@ -158,6 +171,8 @@ impl Default for TurnConfig {
             overlap_threshold: 0.3,
             extend_threshold: 0.3,
             extend_max: 0.0,
+            energy_extend_db: 20.0,
+            energy_extend_max: 0.4,
             overlap_reach: 1.0,
             min_pause: 0.3,
             second_pass: None,
@@ -210,6 +225,10 @@ pub struct TurnTracker {
     /// probabilities when they have arrived.
     speech: VecDeque<bool>,
     seg: VecDeque<Option<(f32, f32)>>,
+    /// Per tick from `first_tick`: its frame's power above the floor at the time, dB.
+    above_floor: VecDeque<f32>,
+    /// Recent frame powers, for the floor (created at the first frame, sized by its length).
+    levels: Option<crate::level::RecentLevels>,
     /// Windows too short to start the first speaker (used at the end if no speaker ever started).
     untrusted: Vec<(u64, u64, Vec<f32>)>,
     /// The last final run (its speaker can be the second voice of an overlap that follows).
@@ -274,6 +293,43 @@ fn join_short_pauses(runs: &mut Vec<Run>, gap: u64) {
     *runs = out;
 }
 
+/// The index of the core tick (kind 2) nearest to `i` in `kinds` (the earlier one on a tie).
+fn nearest_core(kinds: &[u8], i: usize) -> Option<usize> {
+    let before = kinds[..i].iter().rposition(|&k| k == 2);
+    let after = kinds[i..].iter().position(|&k| k == 2).map(|d| i + d);
+    match (before, after) {
+        (Some(b), Some(a)) => Some(if i - b <= a - i { b } else { a }),
+        (b, a) => b.or(a),
+    }
+}
+
+/// `base` grown into the ticks of `extendable` that reach a `base` tick through extendable ticks
+/// only, at most `max` ticks away (a stretch of extendable ticks touching no base tick stays out).
+fn grow(base: &[bool], extendable: &[bool], max: u64) -> Vec<bool> {
+    // Distance (ticks) to the nearest base tick through extendable ticks, forwards and backwards.
+    let step = |d: Option<u64>, i: usize| {
+        if base[i] {
+            Some(0)
+        } else if extendable[i] {
+            d.map(|x| x + 1)
+        } else {
+            None
+        }
+    };
+    let mut near = vec![u64::MAX; base.len()];
+    let mut d: Option<u64> = None;
+    for (i, n) in near.iter_mut().enumerate() {
+        d = step(d, i);
+        *n = d.unwrap_or(u64::MAX);
+    }
+    d = None;
+    for (i, n) in near.iter_mut().enumerate().rev() {
+        d = step(d, i);
+        *n = (*n).min(d.unwrap_or(u64::MAX));
+    }
+    near.iter().map(|&n| n <= max).collect()
+}
+
 fn secs(samples: u64) -> f64 {
     samples as f64 / SAMPLE_RATE as f64
 }
@@ -291,6 +347,16 @@ impl TurnTracker {
                 cfg.extend_threshold
             )));
         }
+        if !(0.0..=EXTEND_HISTORY as f64 / 200.0).contains(&cfg.energy_extend_max)
+            || !(0.0..=60.0).contains(&cfg.energy_extend_db)
+        {
+            return Err(crate::Error::Config(format!(
+                "speech extension by energy must be 0..={} s at 0..=60 dB above the floor, not {} s at {} dB",
+                EXTEND_HISTORY as f64 / 200.0,
+                cfg.energy_extend_max,
+                cfg.energy_extend_db
+            )));
+        }
         Ok(Self {
             next_status: cfg.status_interval,
             cfg,
@@ -299,6 +365,8 @@ impl TurnTracker {
             announced: Vec::new(),
             speech: VecDeque::new(),
             seg: VecDeque::new(),
+            above_floor: VecDeque::new(),
+            levels: None,
             untrusted: Vec::new(),
             last_final: None,
             first_tick: 0,
@@ -629,7 +697,7 @@ impl TurnTracker {
                 self.power_sum += power as f64 * (end - start) as f64;
                 self.power_n += end - start;
                 self.last_speech = speech;
-                self.add_frame(start, end, speech);
+                self.add_frame(start, end, speech, power);
                 self.now = self.now.max(end);
                 self.maybe_status(out);
             }
@@ -773,7 +841,13 @@ impl TurnTracker {
         }
     }
 
-    fn add_frame(&mut self, start: u64, end: u64, speech: bool) {
+    fn add_frame(&mut self, start: u64, end: u64, speech: bool, power: f32) {
+        let levels = self.levels.get_or_insert_with(|| {
+            let frame_s = secs(end.saturating_sub(start).max(1));
+            crate::level::RecentLevels::new((FLOOR_WINDOW_S / frame_s).round() as usize)
+        });
+        levels.push(power);
+        let above = crate::level::power_db(power) - levels.percentile(FLOOR_PERCENTILE);
         // Ticks whose start lies in [start, end).
         let t0 = start.div_ceil(TICK);
         let t1 = end.div_ceil(TICK);
@@ -784,6 +858,7 @@ impl TurnTracker {
             }
             self.ensure_len(idx + 1);
             self.speech[idx] = speech;
+            self.above_floor[idx] = above;
         }
     }
 
@@ -793,6 +868,9 @@ impl TurnTracker {
         }
         while self.seg.len() < n {
             self.seg.push_back(None);
+        }
+        while self.above_floor.len() < n {
+            self.above_floor.push_back(f32::NEG_INFINITY);
         }
     }
 
@@ -916,54 +994,54 @@ impl TurnTracker {
     /// Final speech for ticks [from, to): the ticks `speech_source` accepts (the core), extended by
     /// hysteresis into adjacent ticks whose segmentation speech probability reaches
     /// `extend_threshold`, at most `extend_max` before the first or after the last core tick of a
-    /// region (a stretch of such ticks touching no core tick stays silence).
-    /// Context on both sides (kept history before `from`, ticks after `to` whose segmentation has
-    /// arrived) lets a region extend across the edges of the range.
-    fn final_speech(&self, from: u64, to: u64) -> Vec<bool> {
-        let ext =
-            (self.cfg.extend_max.max(0.0) * (SAMPLE_RATE / TICK as u32) as f64).round() as u64;
-        let core: Vec<bool> = (from..to).map(|t| self.is_speech(t, true)).collect();
-        if ext == 0 || self.cfg.extend_threshold >= self.cfg.speech_threshold {
-            return core;
+    /// region (a stretch of such ticks touching no core tick stays silence), then by energy into
+    /// adjacent ticks at least `energy_extend_db` above the floor, at most `energy_extend_max`.
+    /// Context on both sides (kept history before `from`, ticks after `to` that have arrived) lets
+    /// a region extend across the edges of the range.
+    ///
+    /// Returns the first tick of the context and, per tick from there: 0 silence, 1 speech by
+    /// energy only, 2 speech (core or hysteresis).
+    fn final_speech(&self, from: u64, to: u64) -> (u64, Vec<u8>) {
+        let ticks = |s: f64| (s.max(0.0) * (SAMPLE_RATE / TICK as u32) as f64).round() as u64;
+        let mut ext = ticks(self.cfg.extend_max);
+        if self.cfg.extend_threshold >= self.cfg.speech_threshold {
+            ext = 0;
+        }
+        let energy = ticks(self.cfg.energy_extend_max);
+        if ext == 0 && energy == 0 {
+            let kinds = (from..to)
+                .map(|t| 2 * u8::from(self.is_speech(t, true)))
+                .collect();
+            return (from, kinds);
         }
         let stored = self.first_tick + self.speech.len() as u64;
-        let lo = from.saturating_sub(ext).max(self.first_tick).min(from);
-        let hi = (to + ext).min(stored).max(to);
-        // 0: neither, 1: may extend a region, 2: core.
-        let kind: Vec<u8> = (lo..hi)
-            .map(|t| {
-                if t >= from && t < to {
-                    if core[(t - from) as usize] {
-                        return 2;
-                    }
-                } else if self.is_speech(t, true) {
-                    return 2;
-                }
-                let idx = (t - self.first_tick) as usize;
-                match self.seg.get(idx) {
-                    Some(Some((p, _))) => u8::from(*p >= self.cfg.extend_threshold),
-                    _ => 0,
-                }
-            })
-            .collect();
-        // Distance (ticks) to the nearest core tick through extendable ticks, forwards and backwards.
-        let step = |d: Option<u64>, k: u8| match k {
-            2 => Some(0),
-            1 => d.map(|x| x + 1),
-            _ => None,
-        };
-        let mut near = vec![u64::MAX; kind.len()];
-        let mut d: Option<u64> = None;
-        for (n, &k) in near.iter_mut().zip(&kind) {
-            d = step(d, k);
-            *n = d.unwrap_or(u64::MAX);
+        let reach = ext + energy;
+        let lo = from.saturating_sub(reach).max(self.first_tick).min(from);
+        let hi = (to + reach).min(stored).max(to);
+        let idx = |t: u64| (t - self.first_tick) as usize;
+        let mut speech: Vec<bool> = (lo..hi).map(|t| self.is_speech(t, true)).collect();
+        if ext > 0 {
+            let doubtful: Vec<bool> = (lo..hi)
+                .map(|t| matches!(self.seg.get(idx(t)), Some(Some((p, _))) if *p >= self.cfg.extend_threshold))
+                .collect();
+            speech = grow(&speech, &doubtful, ext);
         }
-        d = None;
-        for (n, &k) in near.iter_mut().zip(&kind).rev() {
-            d = step(d, k);
-            *n = (*n).min(d.unwrap_or(u64::MAX));
+        let mut kinds: Vec<u8> = speech.iter().map(|&x| 2 * u8::from(x)).collect();
+        if energy > 0 {
+            let loud: Vec<bool> = (lo..hi)
+                .map(|t| {
+                    self.above_floor
+                        .get(idx(t))
+                        .is_some_and(|&a| a >= self.cfg.energy_extend_db)
+                })
+                .collect();
+            for (k, x) in kinds.iter_mut().zip(grow(&speech, &loud, energy)) {
+                if *k == 0 && x {
+                    *k = 1;
+                }
+            }
         }
-        (from..to).map(|t| near[(t - lo) as usize] <= ext).collect()
+        (lo, kinds)
     }
 
     /// Labelled runs over ticks [from, to).
@@ -979,17 +1057,25 @@ impl TurnTracker {
         let mut conf_sum = 0.0f32;
         let mask = final_mode.then(|| self.final_speech(from, to));
         for t in from..to {
-            let speech = match &mask {
-                Some(m) => m[(t - from) as usize],
-                None => self.is_speech(t, false),
+            let kind = match &mask {
+                Some((lo, m)) => m[(t - lo) as usize],
+                None => 2 * u8::from(self.is_speech(t, false)),
             };
-            if !speech {
+            if kind == 0 {
                 continue;
             }
-            let Some(wi) = self.window_for(t) else {
+            // Speech by energy alone (a word's quiet edge) belongs to the speech it extends: it
+            // takes the label of the nearest tick of that speech.
+            let at = match (&mask, kind) {
+                (Some((lo, m)), 1) => {
+                    nearest_core(m, (t - lo) as usize).map_or(t, |i| lo + i as u64)
+                }
+                _ => t,
+            };
+            let Some(wi) = self.window_for(at) else {
                 continue;
             };
-            let (spk, conf) = if final_mode && t >= settled {
+            let (spk, conf) = if final_mode && (t >= settled || at >= settled) {
                 self.peek_final_label(wi)
             } else {
                 self.window_label(wi, final_mode)
@@ -1383,6 +1469,7 @@ impl TurnTracker {
         while self.first_tick + EXTEND_HISTORY < fu && !self.speech.is_empty() {
             self.speech.pop_front();
             self.seg.pop_front();
+            self.above_floor.pop_front();
             self.first_tick += 1;
         }
         if self.speech.is_empty() {
@@ -1469,6 +1556,7 @@ mod tests {
         e: u64,
         speech: bool,
         values: Vec<(f32, f32)>,
+        power: f32,
         out: &mut Vec<Event>,
     ) {
         tr.process(
@@ -1484,7 +1572,7 @@ mod tests {
                 start: s,
                 end: e,
                 speech,
-                power: 0.01,
+                power,
                 gain_db: 0.0,
                 arrived: None,
             },
@@ -1546,7 +1634,7 @@ mod tests {
                     (sp, if overlap_at(tt) { 0.8 } else { 0.0 })
                 })
                 .collect();
-            feed_frame(&mut tr, s, e, who.is_some(), values, &mut out);
+            feed_frame(&mut tr, s, e, who.is_some(), values, 0.01, &mut out);
             region_start = match (region_start, who.is_some()) {
                 (None, true) => Some(s),
                 (r, true) => r,
@@ -1750,13 +1838,25 @@ mod tests {
         assert_eq!(tr.names()[0], "Alice");
     }
 
-    /// One voice: webrtc-vad says `vad_at(t)`, segmentation `p_at(t)` (overlap 0); 1.5 s windows
-    /// every 0.5 s inside VAD speech. Returns the union of the final turns as ticks.
+    /// One voice: webrtc-vad says `vad_at(t)`, segmentation `p_at(t)` (overlap 0), every frame at
+    /// the same power; 1.5 s windows every 0.5 s inside VAD speech. Returns the union of the final
+    /// turns as ticks.
     fn final_speech_ticks(
         cfg: TurnConfig,
         secs: f64,
         vad_at: impl Fn(f64) -> bool,
         p_at: impl Fn(f64) -> f32,
+    ) -> Vec<bool> {
+        final_speech_ticks_at(cfg, secs, vad_at, p_at, |_| 0.01)
+    }
+
+    /// [`final_speech_ticks`] with the frame power (mean square) `power_at(t)`.
+    fn final_speech_ticks_at(
+        cfg: TurnConfig,
+        secs: f64,
+        vad_at: impl Fn(f64) -> bool,
+        p_at: impl Fn(f64) -> f32,
+        power_at: impl Fn(f64) -> f32,
     ) -> Vec<bool> {
         let mut tr = TurnTracker::new(
             TurnConfig {
@@ -1777,7 +1877,8 @@ mod tests {
             let values = (first_tick..e / TICK)
                 .map(|tk| (p_at((tk * TICK) as f64 / 16000.0), 0.0))
                 .collect();
-            feed_frame(&mut tr, s, e, speech, values, &mut out);
+            let power = power_at(s as f64 / 16000.0);
+            feed_frame(&mut tr, s, e, speech, values, power, &mut out);
             region_start = if speech {
                 region_start.or(Some(s))
             } else {
@@ -1825,18 +1926,6 @@ mod tests {
                 0.05
             }
         };
-        let spans = |m: &[bool]| {
-            let mut v = Vec::new();
-            for (i, &x) in m.iter().enumerate() {
-                if x && (i == 0 || !m[i - 1]) {
-                    v.push((i, i));
-                }
-                if let (true, Some(last)) = (x, v.last_mut()) {
-                    last.1 = i + 1;
-                }
-            }
-            v
-        };
         // Without extension (the default thresholds alone): where both agree.
         let plain = final_speech_ticks(TurnConfig::default(), 6.0, vad, p);
         assert_eq!(spans(&plain), vec![(150, 350)]);
@@ -1858,5 +1947,83 @@ mod tests {
             spans(&final_speech_ticks(high, 6.0, vad, p)),
             vec![(150, 350)]
         );
+    }
+
+    /// Spans of true ticks as (first, end).
+    fn spans(m: &[bool]) -> Vec<(usize, usize)> {
+        let mut v: Vec<(usize, usize)> = Vec::new();
+        for (i, &x) in m.iter().enumerate() {
+            if x && (i == 0 || !m[i - 1]) {
+                v.push((i, i));
+            }
+            if let (true, Some(last)) = (x, v.last_mut()) {
+                last.1 = i + 1;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn speech_extends_by_energy_into_quiet_word_edges_above_the_floor_and_only_so_far() {
+        // Both detectors hear 2.0-4.0 s. The audio: a floor at -80 dBFS; a soft onset at -55 dBFS
+        // (25 dB above the floor) in 1.7-2.0 s and a decay at -65 dBFS (15 dB above it) in
+        // 4.0-4.3 s; a -50 dBFS sound in 6.0-6.5 s that no detector calls speech; and a long
+        // -55 dBFS tail in 7.0-8.0 s after speech in 6.6-7.0 s.
+        let vad = |t: f64| (2.0..4.0).contains(&t) || (6.6..7.0).contains(&t);
+        let p = |t: f64| if vad(t) { 0.9 } else { 0.05 };
+        let power = |t: f64| {
+            let db = if vad(t) {
+                -25.0
+            } else if (1.7..2.0).contains(&t) || (7.0..8.0).contains(&t) {
+                -55.0
+            } else if (4.0..4.3).contains(&t) {
+                -65.0
+            } else if (6.0..6.5).contains(&t) {
+                -50.0
+            } else {
+                -80.0
+            };
+            10f32.powf(db / 10.0)
+        };
+        // Default (20 dB above the floor, at most 0.4 s): the onset joins its speech, the decay
+        // (15 dB) does not; the sound without speech next to it stays silence; the long tail
+        // joins for 0.4 s only. (Frames are 30 ms: a frame takes the level and decisions of its
+        // start, so 1.7 s falls to the frame from 1.71 s and 4.0 s to the one ending at 4.02 s.)
+        let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(171, 402), (660, 740)]);
+        // 10 dB above the floor also takes the decay.
+        let low = TurnConfig {
+            energy_extend_db: 10.0,
+            ..TurnConfig::default()
+        };
+        let got = final_speech_ticks_at(low, 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(171, 432), (660, 740)]);
+        // Off: only what the detectors agree on.
+        let off = TurnConfig {
+            energy_extend_max: 0.0,
+            ..TurnConfig::default()
+        };
+        let got = final_speech_ticks_at(off, 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(201, 400), (660, 700)]);
+    }
+
+    #[test]
+    fn an_edge_heard_by_energy_takes_the_label_of_the_speech_it_extends() {
+        let kinds = [0u8, 1, 2, 2, 1, 1, 1, 0, 1, 2];
+        assert_eq!(nearest_core(&kinds, 1), Some(2));
+        assert_eq!(nearest_core(&kinds, 4), Some(3));
+        assert_eq!(nearest_core(&kinds, 6), Some(3));
+        assert_eq!(nearest_core(&kinds, 8), Some(9));
+        assert_eq!(nearest_core(&[1, 1], 0), None);
+        assert_eq!(
+            grow(
+                &[false, false, true, false, false, false],
+                &[true, true, false, true, true, true],
+                2
+            ),
+            vec![true, true, true, true, true, false]
+        );
+        // A stretch of extendable ticks touching no base tick stays out.
+        assert_eq!(grow(&[false, false], &[true, true], 5), vec![false, false]);
     }
 }
