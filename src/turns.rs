@@ -31,6 +31,11 @@ const VOICE_WINDOWS: usize = 360;
 /// it continues.
 const EXTEND_HISTORY: u64 = 200;
 
+/// A speech edge heard by energy takes the label of the speech it extends from this many ticks
+/// inside that speech (see `edge_label_tick`), and a region's first or last run shorter than this
+/// takes the speaker of the run it touches (see `absorb_short_edges`).
+const EDGE_LABEL_DEPTH: usize = 25;
+
 /// Seconds of frame power the floor for speech edges by energy is measured over.
 const FLOOR_WINDOW_S: f64 = 30.0;
 /// The floor is this percentile of recent frame power (pauses, room noise).
@@ -293,14 +298,85 @@ fn join_short_pauses(runs: &mut Vec<Run>, gap: u64) {
     *runs = out;
 }
 
-/// The index of the core tick (kind 2) nearest to `i` in `kinds` (the earlier one on a tie).
-fn nearest_core(kinds: &[u8], i: usize) -> Option<usize> {
-    let before = kinds[..i].iter().rposition(|&k| k == 2);
-    let after = kinds[i..].iter().position(|&k| k == 2).map(|d| i + d);
-    match (before, after) {
-        (Some(b), Some(a)) => Some(if i - b <= a - i { b } else { a }),
-        (b, a) => b.or(a),
+/// For an energy-only tick `i` (kind 1 in `kinds`), the tick whose label it takes: in the speech
+/// region it was grown from (the nearest core tick, kind 2, that reaches it through energy-only
+/// ticks; the earlier one on a tie), `EDGE_LABEL_DEPTH` ticks inside that region or its far end.
+fn edge_label_tick(kinds: &[u8], i: usize) -> Option<usize> {
+    let before = kinds[..i]
+        .iter()
+        .rposition(|&k| k != 1)
+        .filter(|&j| kinds[j] == 2);
+    let after = kinds[i..]
+        .iter()
+        .position(|&k| k != 1)
+        .map(|d| i + d)
+        .filter(|&j| kinds[j] == 2);
+    let from_before = match (before, after) {
+        (Some(b), Some(a)) => i - b <= a - i,
+        (b, _) => b.is_some(),
+    };
+    // The first ticks of a region are the least sure of their speaker (the window deciding them
+    // may be the previous voice's): take the label from up to EDGE_LABEL_DEPTH ticks inside.
+    if from_before {
+        let b = before?;
+        let start = kinds[..b]
+            .iter()
+            .rposition(|&k| k != 2)
+            .map_or(0, |x| x + 1);
+        Some(b.saturating_sub(EDGE_LABEL_DEPTH).max(start))
+    } else {
+        let a = after?;
+        let end = kinds[a..]
+            .iter()
+            .position(|&k| k != 2)
+            .map_or(kinds.len(), |d| a + d);
+        Some((a + EDGE_LABEL_DEPTH).min(end - 1))
     }
+}
+
+/// A speech region's first or last run shorter than `depth` ticks that touches a run of another
+/// speaker takes that speaker (the ticks at a region's edges are the least sure of their speaker:
+/// the window deciding them may reach into the neighbouring voice). A region starts after a pause
+/// (or after `prev_end`, the end of the last final run) and ends before one. Adjacent runs of one
+/// speaker are then merged.
+fn absorb_short_edges(runs: &mut Vec<Run>, prev_end: Option<u64>, depth: u64) {
+    let n = runs.len();
+    for k in 0..n {
+        let r = runs[k];
+        if r.end - r.start >= depth {
+            continue;
+        }
+        let starts_region = if k == 0 {
+            prev_end.is_none_or(|e| e < r.start)
+        } else {
+            runs[k - 1].end < r.start
+        };
+        let ends_region = runs.get(k + 1).is_some_and(|x| x.start > r.end);
+        let next = runs
+            .get(k + 1)
+            .filter(|x| x.start == r.end && x.speaker != r.speaker);
+        let prev = k
+            .checked_sub(1)
+            .map(|j| runs[j])
+            .filter(|x| x.end == r.start && x.speaker != r.speaker);
+        if let (true, Some(x)) = (starts_region, next) {
+            runs[k].speaker = x.speaker;
+        } else if let (true, Some(x)) = (ends_region, prev) {
+            runs[k].speaker = x.speaker;
+        }
+    }
+    let mut merged: Vec<Run> = Vec::with_capacity(n);
+    for r in runs.drain(..) {
+        match merged.last_mut() {
+            Some(p) if p.end == r.start && p.speaker == r.speaker => {
+                let (lp, lr) = ((p.end - p.start) as f32, (r.end - r.start) as f32);
+                p.confidence = (p.confidence * lp + r.confidence * lr) / (lp + lr);
+                p.end = r.end;
+            }
+            _ => merged.push(r),
+        }
+    }
+    *runs = merged;
 }
 
 /// `base` grown into the ticks of `extendable` that reach a `base` tick through extendable ticks
@@ -1068,7 +1144,7 @@ impl TurnTracker {
             // takes the label of the nearest tick of that speech.
             let at = match (&mask, kind) {
                 (Some((lo, m)), 1) => {
-                    nearest_core(m, (t - lo) as usize).map_or(t, |i| lo + i as u64)
+                    edge_label_tick(m, (t - lo) as usize).map_or(t, |i| lo + i as u64)
                 }
                 _ => t,
             };
@@ -1131,6 +1207,8 @@ impl TurnTracker {
                 (horizon + gap).min(stored).max(horizon)
             };
             let mut runs = self.runs_settled(self.final_upto, look, horizon, true);
+            let prev_end = self.last_final.map(|r| r.end);
+            absorb_short_edges(&mut runs, prev_end, EDGE_LABEL_DEPTH as u64);
             join_short_pauses(&mut runs, gap);
             runs.retain(|r| r.start < horizon);
             // The same speaker resuming after a short pause that began before this range (a long
@@ -2009,12 +2087,20 @@ mod tests {
 
     #[test]
     fn an_edge_heard_by_energy_takes_the_label_of_the_speech_it_extends() {
-        let kinds = [0u8, 1, 2, 2, 1, 1, 1, 0, 1, 2];
-        assert_eq!(nearest_core(&kinds, 1), Some(2));
-        assert_eq!(nearest_core(&kinds, 4), Some(3));
-        assert_eq!(nearest_core(&kinds, 6), Some(3));
-        assert_eq!(nearest_core(&kinds, 8), Some(9));
-        assert_eq!(nearest_core(&[1, 1], 0), None);
+        let kinds = [0u8, 1, 2, 2, 1, 1, 1, 0, 1, 1, 1, 2, 1, 1, 2];
+        // The label comes from inside the region (here shorter than EDGE_LABEL_DEPTH: its far end).
+        assert_eq!(edge_label_tick(&kinds, 1), Some(3));
+        assert_eq!(edge_label_tick(&kinds, 4), Some(2));
+        assert_eq!(edge_label_tick(&kinds, 6), Some(2));
+        // Silence between: tick 8 was grown from the speech after it, though the speech before
+        // it is nearer.
+        assert_eq!(edge_label_tick(&kinds, 8), Some(11));
+        assert_eq!(edge_label_tick(&kinds, 12), Some(11));
+        assert_eq!(edge_label_tick(&kinds, 13), Some(14));
+        assert_eq!(edge_label_tick(&[1, 1], 0), None);
+        let mut long = vec![1u8; 3];
+        long.extend([2u8; 40]);
+        assert_eq!(edge_label_tick(&long, 0), Some(3 + EDGE_LABEL_DEPTH));
         assert_eq!(
             grow(
                 &[false, false, true, false, false, false],
@@ -2025,5 +2111,48 @@ mod tests {
         );
         // A stretch of extendable ticks touching no base tick stays out.
         assert_eq!(grow(&[false, false], &[true, true], 5), vec![false, false]);
+    }
+
+    #[test]
+    fn a_short_run_at_the_edge_of_a_region_takes_the_speaker_it_touches() {
+        let run = |speaker, start, end| Run {
+            speaker,
+            start,
+            end,
+            confidence: 1.0,
+        };
+        // Region 100..300: 10 ticks of speaker 1 first (a window reaching into the previous voice),
+        // then speaker 0; region 400..600: speaker 2, then 20 ticks of speaker 0 at its end;
+        // region 700..790: a 10-tick run of speaker 1 inside speaker 2's speech is not at an edge.
+        let mut runs = vec![
+            run(1, 100, 110),
+            run(0, 110, 300),
+            run(2, 400, 580),
+            run(0, 580, 600),
+            run(2, 700, 740),
+            run(1, 740, 750),
+            run(2, 750, 790),
+        ];
+        absorb_short_edges(&mut runs, Some(50), EDGE_LABEL_DEPTH as u64);
+        let got: Vec<(usize, u64, u64)> =
+            runs.iter().map(|r| (r.speaker, r.start, r.end)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 100, 300),
+                (2, 400, 600),
+                (2, 700, 740),
+                (1, 740, 750),
+                (2, 750, 790)
+            ]
+        );
+        // A run at least EDGE_LABEL_DEPTH long is a turn of its own; so is a run that continues
+        // the last final run (no pause before it).
+        let mut runs = vec![run(1, 100, 100 + EDGE_LABEL_DEPTH as u64), run(0, 125, 300)];
+        absorb_short_edges(&mut runs, None, EDGE_LABEL_DEPTH as u64);
+        assert_eq!(runs.len(), 2);
+        let mut runs = vec![run(1, 100, 110), run(0, 110, 300)];
+        absorb_short_edges(&mut runs, Some(100), EDGE_LABEL_DEPTH as u64);
+        assert_eq!(runs[0].speaker, 1);
     }
 }
