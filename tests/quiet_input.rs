@@ -2,7 +2,7 @@
 //! quieter (its loud frames then sit near -45 dBFS, like a far-field microphone). webrtc-vad's
 //! decisions depend on the absolute level, so without the automatic gain (src/level.rs) the quiet
 //! copy loses much of its speech and one voice; with it, the quiet copy is labelled about as
-//! well as the original (measured: DER 12.99 % original, 13.30 % quiet, 34.68 % quiet with
+//! well as the original (measured: DER 13.77 % original, 14.02 % quiet, 36.33 % quiet with
 //! `--no-auto-gain`; the quiet copy is made with sox's dither fixed by `-R`, so every run hears the
 //! same samples and prints the same numbers).
 
