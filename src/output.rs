@@ -311,9 +311,10 @@ impl RttmFile {
 }
 
 /// Sorts turns by start and joins each into the previous turn of the same speaker (among the last four)
-/// that it touches or follows by a pause shorter than `join_below` seconds: what the `--rttm` file's
-/// rewrite does ([`RttmFile::finish`]), shared with `whospoke tune`'s replays of it. `span` gives
-/// (start, end, speaker), `set_end` extends a turn.
+/// that it touches or follows by a pause shorter than `join_below` seconds, unless another speaker's
+/// turn lies in that pause (the pause is then that speaker's speech, not a pause): what the `--rttm`
+/// file's rewrite does ([`RttmFile::finish`]), shared with `whospoke tune`'s replays of it. `span`
+/// gives (start, end, speaker), `set_end` extends a turn.
 pub fn join_pieces<T>(
     mut turns: Vec<T>,
     join_below: f64,
@@ -325,14 +326,21 @@ pub fn join_pieces<T>(
     let mut merged: Vec<T> = Vec::with_capacity(turns.len());
     for t in turns {
         let (start, end, speaker) = span(&t);
-        let cont = merged.iter_mut().rev().take(4).find(|m| {
-            let (_, m_end, m_speaker) = span(m);
-            m_speaker == speaker && start >= m_end - 1e-6 && start - m_end < join
+        let n = merged.len();
+        let cont = (n.saturating_sub(4)..n).rev().find(|&i| {
+            let (_, m_end, m_speaker) = span(&merged[i]);
+            m_speaker == speaker
+                && start >= m_end - 1e-6
+                && start - m_end < join
+                && !merged[n.saturating_sub(16)..].iter().any(|o| {
+                    let (o_start, o_end, o_speaker) = span(o);
+                    o_speaker != speaker && o_start < start - 1e-6 && o_end > m_end + 1e-6
+                })
         });
         match cont {
-            Some(m) => {
-                let m_end = span(m).1;
-                set_end(m, m_end.max(end));
+            Some(i) => {
+                let m_end = span(&merged[i]).1;
+                set_end(&mut merged[i], m_end.max(end));
             }
             None => merged.push(t),
         }
@@ -572,6 +580,37 @@ mod tests {
         assert!(joined.contains(" 3.500 0.500 <NA> <NA> S1 "), "{joined}");
         assert_eq!(lines(0.0).lines().count(), 3);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn rttm_rewrite_does_not_join_across_another_speakers_turn() {
+        type T = (f64, f64, &'static str);
+        fn span(t: &T) -> (f64, f64, &str) {
+            (t.0, t.1, t.2)
+        }
+        fn set_end(t: &mut T, e: f64) {
+            t.1 = e;
+        }
+        // S2 pauses 0.2 s while S3 speaks (the second pass gave S3 the turn in between, and a
+        // second voice of S2 overlaps its start): the pause is S3's speech, not S2's.
+        let turns = vec![
+            (55.8, 56.22, "S2"),
+            (56.22, 56.46, "S3"),
+            (56.22, 56.26, "S2"),
+            (56.46, 57.55, "S2"),
+        ];
+        let got = join_pieces(turns, 0.3, span, set_end);
+        assert_eq!(
+            got,
+            vec![
+                (55.8, 56.26, "S2"),
+                (56.22, 56.46, "S3"),
+                (56.46, 57.55, "S2")
+            ]
+        );
+        // Without the other speaker in the pause the turns join.
+        let got = join_pieces(vec![(1.0, 2.0, "S1"), (2.2, 3.0, "S1")], 0.3, span, set_end);
+        assert_eq!(got, vec![(1.0, 3.0, "S1")]);
     }
 
     #[test]
