@@ -92,6 +92,7 @@ impl Config {
             self.seg.validate()?;
         }
         self.cluster.validate()?;
+        self.turns.validate()?;
         if !(self.turns.final_delay >= 0.0 && self.turns.final_delay <= 60.0) {
             return Err(Error::Config(format!(
                 "final delay must be 0..=60 s, not {}",

@@ -165,6 +165,34 @@ impl PartialEq for Recorder {
     }
 }
 
+impl TurnConfig {
+    /// Checks the speech extension settings (by hysteresis and by energy): each reach within the
+    /// finalised context the tracker keeps.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=EXTEND_HISTORY as f64 / 100.0).contains(&self.extend_max)
+            || !(0.0..=1.0).contains(&self.extend_threshold)
+        {
+            return Err(crate::Error::Config(format!(
+                "speech extension must be 0..={} s at a probability in 0..=1, not {} s at {}",
+                EXTEND_HISTORY as f64 / 100.0,
+                self.extend_max,
+                self.extend_threshold
+            )));
+        }
+        if !(0.0..=EXTEND_HISTORY as f64 / 200.0).contains(&self.energy_extend_max)
+            || !(0.0..=60.0).contains(&self.energy_extend_db)
+        {
+            return Err(crate::Error::Config(format!(
+                "speech extension by energy must be 0..={} s at 0..=60 dB above the floor, not {} s at {} dB",
+                EXTEND_HISTORY as f64 / 200.0,
+                self.energy_extend_max,
+                self.energy_extend_db
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TurnConfig {
     fn default() -> Self {
         Self {
@@ -413,26 +441,7 @@ fn secs(samples: u64) -> f64 {
 impl TurnTracker {
     /// New tracker.
     pub fn new(cfg: TurnConfig, cluster: ClusterConfig) -> Result<Self> {
-        if !(0.0..=EXTEND_HISTORY as f64 / 100.0).contains(&cfg.extend_max)
-            || !(0.0..=1.0).contains(&cfg.extend_threshold)
-        {
-            return Err(crate::Error::Config(format!(
-                "speech extension must be 0..={} s at a probability in 0..=1, not {} s at {}",
-                EXTEND_HISTORY as f64 / 100.0,
-                cfg.extend_max,
-                cfg.extend_threshold
-            )));
-        }
-        if !(0.0..=EXTEND_HISTORY as f64 / 200.0).contains(&cfg.energy_extend_max)
-            || !(0.0..=60.0).contains(&cfg.energy_extend_db)
-        {
-            return Err(crate::Error::Config(format!(
-                "speech extension by energy must be 0..={} s at 0..=60 dB above the floor, not {} s at {} dB",
-                EXTEND_HISTORY as f64 / 200.0,
-                cfg.energy_extend_max,
-                cfg.energy_extend_db
-            )));
-        }
+        cfg.validate()?;
         Ok(Self {
             next_status: cfg.status_interval,
             cfg,
@@ -2154,5 +2163,32 @@ mod tests {
         let mut runs = vec![run(1, 100, 110), run(0, 110, 300)];
         absorb_short_edges(&mut runs, Some(100), EDGE_LABEL_DEPTH as u64);
         assert_eq!(runs[0].speaker, 1);
+    }
+
+    #[test]
+    fn speech_extension_settings_out_of_range_are_refused_before_anything_starts() {
+        assert!(TurnConfig::default().validate().is_ok());
+        for bad in [
+            TurnConfig {
+                energy_extend_max: 5.0,
+                ..TurnConfig::default()
+            },
+            TurnConfig {
+                energy_extend_db: 70.0,
+                ..TurnConfig::default()
+            },
+            TurnConfig {
+                extend_max: -1.0,
+                ..TurnConfig::default()
+            },
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains("speech extension"), "{e}");
+            let cfg = crate::pipeline::Config {
+                turns: bad,
+                ..crate::pipeline::Config::default()
+            };
+            assert!(cfg.validate().is_err());
+        }
     }
 }
