@@ -393,18 +393,8 @@ fn absorb_short_edges(runs: &mut Vec<Run>, prev_end: Option<u64>, depth: u64) {
             runs[k].speaker = x.speaker;
         }
     }
-    let mut merged: Vec<Run> = Vec::with_capacity(n);
-    for r in runs.drain(..) {
-        match merged.last_mut() {
-            Some(p) if p.end == r.start && p.speaker == r.speaker => {
-                let (lp, lr) = ((p.end - p.start) as f32, (r.end - r.start) as f32);
-                p.confidence = (p.confidence * lp + r.confidence * lr) / (lp + lr);
-                p.end = r.end;
-            }
-            _ => merged.push(r),
-        }
-    }
-    *runs = merged;
+    // Adjacent runs of one speaker become one (a pause under one tick: none).
+    join_short_pauses(runs, 1);
 }
 
 /// `base` grown into the ticks of `extendable` that reach a `base` tick through extendable ticks
