@@ -10,19 +10,12 @@ mod common;
 
 use std::path::Path;
 
-use whospoke::eval::{evaluate_segments, EvalOptions, FileScore};
+use whospoke::eval::FileScore;
 
 const SECONDS: f64 = 60.0;
 
 fn score(wav: &Path, extra: &[&str]) -> FileScore {
-    let dev = common::repo().join("../shared/eval/dev");
-    let mut args = vec!["--no-tui", "--no-profiles", "--format", "jsonl"];
-    args.extend_from_slice(extra);
-    let jsonl = common::run_on(wav, &args);
-    let hyp = common::final_turns(&jsonl, "dev_00");
-    let reference = common::reference(&dev.join("dev_00.rttm"), SECONDS, "dev_00");
-    let r = evaluate_segments(&reference, &hyp, &EvalOptions::default());
-    r.files.into_iter().next().expect("one file scored")
+    common::score_cut(wav, "dev_00", SECONDS, extra)
 }
 
 fn der(f: &FileScore) -> f64 {

@@ -12,19 +12,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use whospoke::eval::{evaluate_segments, EvalOptions, FileScore};
+use whospoke::eval::FileScore;
 
 const SECONDS: f64 = 60.0;
 
 fn score(wav: &Path, uri: &str, extra: &[&str]) -> FileScore {
-    let dev = common::repo().join("../shared/eval/dev");
-    let mut args = vec!["--no-tui", "--no-profiles", "--format", "jsonl"];
-    args.extend_from_slice(extra);
-    let jsonl = common::run_on(wav, &args);
-    let hyp = common::final_turns(&jsonl, uri);
-    let reference = common::reference(&dev.join(format!("{uri}.rttm")), SECONDS, uri);
-    let r = evaluate_segments(&reference, &hyp, &EvalOptions::default());
-    r.files.into_iter().next().expect("one file scored")
+    common::score_cut(wav, uri, SECONDS, extra)
 }
 
 fn pct(x: f64, f: &FileScore) -> f64 {

@@ -186,3 +186,21 @@ pub fn final_turns(jsonl: &str, uri: &str) -> Rttm {
     m.insert(uri.to_string(), segs);
     m
 }
+
+/// Runs whospoke (JSONL, no dashboard, no profiles, plus `extra`) on `wav`, a cut of the dev-set
+/// recording `uri` to its first `seconds`, and scores its final turns against that recording's
+/// reference cut the same way (no collar).
+pub fn score_cut(wav: &Path, uri: &str, seconds: f64, extra: &[&str]) -> whospoke::eval::FileScore {
+    let dev = repo().join("../shared/eval/dev");
+    let mut args = vec!["--no-tui", "--no-profiles", "--format", "jsonl"];
+    args.extend_from_slice(extra);
+    let jsonl = run_on(wav, &args);
+    let hyp = final_turns(&jsonl, uri);
+    let reference = reference(&dev.join(format!("{uri}.rttm")), seconds, uri);
+    let r = whospoke::eval::evaluate_segments(
+        &reference,
+        &hyp,
+        &whospoke::eval::EvalOptions::default(),
+    );
+    r.files.into_iter().next().expect("one file scored")
+}
