@@ -258,6 +258,19 @@ struct RunArgs {
     /// region (see --energy-extend-max).
     #[arg(long, default_value_t = TurnConfig::default().energy_extend_db, value_name = "DB")]
     energy_extend_db: f32,
+    /// How far below the speech level (the median level of the last 30 s of speech) audio may be
+    /// and still extend a speech region (see --energy-extend-max).
+    #[arg(long, default_value_t = TurnConfig::default().energy_extend_below_speech, value_name = "DB")]
+    energy_extend_below_speech: f32,
+    /// Trim up to this many seconds from each end of a final speech region where the audio lies more
+    /// than --energy-trim-below-speech under the speech level: near-silence the segmentation model
+    /// spills into (0 = off).
+    #[arg(long, default_value_t = TurnConfig::default().energy_trim_max, value_name = "SECONDS")]
+    energy_trim_max: f64,
+    /// How far below the speech level audio at a speech region's edge must be to be trimmed (see
+    /// --energy-trim-max).
+    #[arg(long, default_value_t = TurnConfig::default().energy_trim_below_speech, value_name = "DB")]
+    energy_trim_below_speech: f32,
     /// A pause shorter than this inside one speaker's speech does not end their turn in the final
     /// labels (the NIST RT convention is 0.3 s; 0 = every pause the detectors hear splits the turn).
     #[arg(long, default_value_t = TurnConfig::default().min_pause, value_name = "SECONDS")]
@@ -698,6 +711,9 @@ fn config(a: &RunArgs, live: bool) -> Config {
             extend_max: a.speech_extend_max,
             energy_extend_max: a.energy_extend_max,
             energy_extend_db: a.energy_extend_db,
+            energy_extend_below_speech: a.energy_extend_below_speech,
+            energy_trim_max: a.energy_trim_max,
+            energy_trim_below_speech: a.energy_trim_below_speech,
             min_pause: a.min_pause,
             second_pass: (a.second_pass || (a.rttm.is_some() && !a.no_second_pass))
                 .then(whospoke::recluster::ReclusterConfig::default),

@@ -40,6 +40,11 @@ const EDGE_LABEL_DEPTH: usize = 25;
 const FLOOR_WINDOW_S: f64 = 30.0;
 /// The floor is this percentile of recent frame power (pauses, room noise).
 const FLOOR_PERCENTILE: f32 = 0.10;
+/// Frames of speech (by webrtc-vad) whose power gives the speech level for speech edges by
+/// energy: the last 30 s of speech, at 30 ms frames.
+const SPEECH_LEVEL_FRAMES: usize = 1000;
+/// The speech level is this percentile (the median) of those frames' power.
+const SPEECH_LEVEL_PERCENTILE: f32 = 0.5;
 
 /// Messages from the analysis thread to this stage.
 #[derive(Debug, Clone)]
@@ -135,9 +140,19 @@ pub struct TurnConfig {
     /// adjacent ticks whose audio stands at least `energy_extend_db` above the recording's floor
     /// (the 10th percentile of frame power over the last 30 s, as received) ...
     pub energy_extend_db: f32,
+    /// ... and at most `energy_extend_below_speech` below its speech level (the median power of
+    /// the last 30 s of speech): in a quiet room the first bound alone would take breaths and
+    /// murmur far under the words; in noise the second alone would take the noise ...
+    pub energy_extend_below_speech: f32,
     /// ... for at most this many seconds before its first and after its last tick (0: off). The
     /// detectors clip the quiet onsets and decays of words, which are speech.
     pub energy_extend_max: f64,
+    /// The other way: a speech region's first and last ticks whose audio lies more than
+    /// `energy_trim_below_speech` under the speech level are not speech ...
+    pub energy_trim_below_speech: f32,
+    /// ... at most this many seconds at each end of the region (0: off). The segmentation model's
+    /// speech probability spills a few hundredths of a second past words into near-silence.
+    pub energy_trim_max: f64,
     /// Seconds around an overlap within which the other turn's speaker is taken as the second speaker.
     pub overlap_reach: f64,
     /// A pause shorter than this (seconds) between two final runs of the same speaker does not end
@@ -181,12 +196,20 @@ impl TurnConfig {
         }
         if !(0.0..=EXTEND_HISTORY as f64 / 200.0).contains(&self.energy_extend_max)
             || !(0.0..=60.0).contains(&self.energy_extend_db)
+            || !(0.0..=100.0).contains(&self.energy_extend_below_speech)
+            || !(0.0..=EXTEND_HISTORY as f64 / 200.0).contains(&self.energy_trim_max)
+            || !(0.0..=100.0).contains(&self.energy_trim_below_speech)
         {
             return Err(crate::Error::Config(format!(
-                "speech extension by energy must be 0..={} s at 0..=60 dB above the floor, not {} s at {} dB",
+                "speech extension by energy must be 0..={0} s at 0..=60 dB above the floor and 0..=100 dB \
+                 below the speech level, and its trimming 0..={0} s at 0..=100 dB below the speech level, \
+                 not {1} s at {2} dB and {3} dB, trimming {4} s at {5} dB",
                 EXTEND_HISTORY as f64 / 200.0,
                 self.energy_extend_max,
-                self.energy_extend_db
+                self.energy_extend_db,
+                self.energy_extend_below_speech,
+                self.energy_trim_max,
+                self.energy_trim_below_speech
             )));
         }
         Ok(())
@@ -204,8 +227,11 @@ impl Default for TurnConfig {
             overlap_threshold: 0.3,
             extend_threshold: 0.3,
             extend_max: 0.0,
-            energy_extend_db: 20.0,
+            energy_extend_db: 6.0,
+            energy_extend_below_speech: 35.0,
             energy_extend_max: 0.4,
+            energy_trim_below_speech: 40.0,
+            energy_trim_max: 0.1,
             overlap_reach: 1.0,
             min_pause: 0.3,
             second_pass: None,
@@ -260,8 +286,12 @@ pub struct TurnTracker {
     seg: VecDeque<Option<(f32, f32)>>,
     /// Per tick from `first_tick`: its frame's power above the floor at the time, dB.
     above_floor: VecDeque<f32>,
+    /// Per tick: the speech level minus its frame's power, dB (+inf before any frame arrived).
+    below_speech: VecDeque<f32>,
     /// Recent frame powers, for the floor (created at the first frame, sized by its length).
     levels: Option<crate::level::RecentLevels>,
+    /// Power of the recent frames of speech (by webrtc-vad), for the speech level.
+    speech_levels: crate::level::RecentLevels,
     /// Windows too short to start the first speaker (used at the end if no speaker ever started).
     untrusted: Vec<(u64, u64, Vec<f32>)>,
     /// The last final run (its speaker can be the second voice of an overlap that follows).
@@ -397,6 +427,41 @@ fn absorb_short_edges(runs: &mut Vec<Run>, prev_end: Option<u64>, depth: u64) {
     join_short_pauses(runs, 1);
 }
 
+/// `speech` without the ticks of `inaudible` at the start and end of each of its regions, at most
+/// `max` ticks at each end. A region touching either end of the slice may continue past it, so that
+/// side is left alone.
+fn trim(speech: &[bool], inaudible: &[bool], max: u64) -> Vec<bool> {
+    let mut out = speech.to_vec();
+    let n = speech.len();
+    let mut i = 0;
+    while i < n {
+        if !speech[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < n && speech[i] {
+            i += 1;
+        }
+        let end = i;
+        let mut lo = start;
+        if start > 0 {
+            while lo < end && (lo - start) < max as usize && inaudible[lo] {
+                out[lo] = false;
+                lo += 1;
+            }
+        }
+        if end < n {
+            let mut hi = end;
+            while hi > lo && (end - hi) < max as usize && inaudible[hi - 1] {
+                out[hi - 1] = false;
+                hi -= 1;
+            }
+        }
+    }
+    out
+}
+
 /// `base` grown into the ticks of `extendable` that reach a `base` tick through extendable ticks
 /// only, at most `max` ticks away (a stretch of extendable ticks touching no base tick stays out).
 fn grow(base: &[bool], extendable: &[bool], max: u64) -> Vec<bool> {
@@ -441,7 +506,9 @@ impl TurnTracker {
             speech: VecDeque::new(),
             seg: VecDeque::new(),
             above_floor: VecDeque::new(),
+            below_speech: VecDeque::new(),
             levels: None,
+            speech_levels: crate::level::RecentLevels::new(SPEECH_LEVEL_FRAMES),
             untrusted: Vec::new(),
             last_final: None,
             first_tick: 0,
@@ -922,7 +989,16 @@ impl TurnTracker {
             crate::level::RecentLevels::new((FLOOR_WINDOW_S / frame_s).round() as usize)
         });
         levels.push(power);
-        let above = crate::level::power_db(power) - levels.percentile(FLOOR_PERCENTILE);
+        if speech {
+            self.speech_levels.push(power);
+        }
+        let db = crate::level::power_db(power);
+        let above = db - levels.percentile(FLOOR_PERCENTILE);
+        let below = if self.speech_levels.is_empty() {
+            f32::NEG_INFINITY
+        } else {
+            self.speech_levels.percentile(SPEECH_LEVEL_PERCENTILE) - db
+        };
         // Ticks whose start lies in [start, end).
         let t0 = start.div_ceil(TICK);
         let t1 = end.div_ceil(TICK);
@@ -934,6 +1010,7 @@ impl TurnTracker {
             self.ensure_len(idx + 1);
             self.speech[idx] = speech;
             self.above_floor[idx] = above;
+            self.below_speech[idx] = below;
         }
     }
 
@@ -946,6 +1023,9 @@ impl TurnTracker {
         }
         while self.above_floor.len() < n {
             self.above_floor.push_back(f32::NEG_INFINITY);
+        }
+        while self.below_speech.len() < n {
+            self.below_speech.push_back(f32::INFINITY);
         }
     }
 
@@ -1070,7 +1150,8 @@ impl TurnTracker {
     /// hysteresis into adjacent ticks whose segmentation speech probability reaches
     /// `extend_threshold`, at most `extend_max` before the first or after the last core tick of a
     /// region (a stretch of such ticks touching no core tick stays silence), then by energy into
-    /// adjacent ticks at least `energy_extend_db` above the floor, at most `energy_extend_max`.
+    /// adjacent ticks at least `energy_extend_db` above the floor and at most
+    /// `energy_extend_below_speech` below the speech level, at most `energy_extend_max`.
     /// Context on both sides (kept history before `from`, ticks after `to` that have arrived) lets
     /// a region extend across the edges of the range.
     ///
@@ -1083,18 +1164,29 @@ impl TurnTracker {
             ext = 0;
         }
         let energy = ticks(self.cfg.energy_extend_max);
-        if ext == 0 && energy == 0 {
+        let cut = ticks(self.cfg.energy_trim_max);
+        if ext == 0 && energy == 0 && cut == 0 {
             let kinds = (from..to)
                 .map(|t| 2 * u8::from(self.is_speech(t, true)))
                 .collect();
             return (from, kinds);
         }
         let stored = self.first_tick + self.speech.len() as u64;
-        let reach = ext + energy;
+        let reach = ext + energy + cut;
         let lo = from.saturating_sub(reach).max(self.first_tick).min(from);
         let hi = (to + reach).min(stored).max(to);
         let idx = |t: u64| (t - self.first_tick) as usize;
         let mut speech: Vec<bool> = (lo..hi).map(|t| self.is_speech(t, true)).collect();
+        if cut > 0 {
+            let inaudible: Vec<bool> = (lo..hi)
+                .map(|t| {
+                    self.below_speech
+                        .get(idx(t))
+                        .is_some_and(|&b| b > self.cfg.energy_trim_below_speech)
+                })
+                .collect();
+            speech = trim(&speech, &inaudible, cut);
+        }
         if ext > 0 {
             let doubtful: Vec<bool> = (lo..hi)
                 .map(|t| matches!(self.seg.get(idx(t)), Some(Some((p, _))) if *p >= self.cfg.extend_threshold))
@@ -1108,6 +1200,10 @@ impl TurnTracker {
                     self.above_floor
                         .get(idx(t))
                         .is_some_and(|&a| a >= self.cfg.energy_extend_db)
+                        && self
+                            .below_speech
+                            .get(idx(t))
+                            .is_some_and(|&b| b <= self.cfg.energy_extend_below_speech)
                 })
                 .collect();
             for (k, x) in kinds.iter_mut().zip(grow(&speech, &loud, energy)) {
@@ -1547,6 +1643,7 @@ impl TurnTracker {
             self.speech.pop_front();
             self.seg.pop_front();
             self.above_floor.pop_front();
+            self.below_speech.pop_front();
             self.first_tick += 1;
         }
         if self.speech.is_empty() {
@@ -2062,15 +2159,16 @@ mod tests {
             };
             10f32.powf(db / 10.0)
         };
-        // Default (20 dB above the floor, at most 0.4 s): the onset joins its speech, the decay
-        // (15 dB) does not; the sound without speech next to it stays silence; the long tail
+        // Default (6 dB above the floor and at most 35 dB under the speech level, -25 dBFS: here
+        // -60 dBFS or louder; at most 0.4 s): the onset joins its speech, the decay (40 dB under
+        // the speech) does not; the sound without speech next to it stays silence; the long tail
         // joins for 0.4 s only. (Frames are 30 ms: a frame takes the level and decisions of its
         // start, so 1.7 s falls to the frame from 1.71 s and 4.0 s to the one ending at 4.02 s.)
         let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
         assert_eq!(spans(&got), vec![(171, 402), (660, 740)]);
-        // 10 dB above the floor also takes the decay.
+        // 45 dB under the speech level also takes the decay.
         let low = TurnConfig {
-            energy_extend_db: 10.0,
+            energy_extend_below_speech: 45.0,
             ..TurnConfig::default()
         };
         let got = final_speech_ticks_at(low, 10.0, vad, p, power);
@@ -2082,6 +2180,72 @@ mod tests {
         };
         let got = final_speech_ticks_at(off, 10.0, vad, p, power);
         assert_eq!(spans(&got), vec![(201, 400), (660, 700)]);
+    }
+
+    #[test]
+    fn in_noise_word_edges_a_few_db_above_the_floor_extend_speech() {
+        // Noise at -45 dBFS, speech at -25 dBFS in 2.0-4.0 s, its onset at -37 dBFS (8 dB above the
+        // noise) in 1.8-2.0 s. The default takes the onset; 20 dB above the floor would not.
+        let vad = |t: f64| (2.0..4.0).contains(&t);
+        let p = |t: f64| if vad(t) { 0.9 } else { 0.05 };
+        let power = |t: f64| {
+            let db = if vad(t) {
+                -25.0
+            } else if (1.8..2.0).contains(&t) {
+                -37.0
+            } else {
+                -45.0
+            };
+            10f32.powf(db / 10.0)
+        };
+        let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(180, 402)]);
+        let high = TurnConfig {
+            energy_extend_db: 20.0,
+            ..TurnConfig::default()
+        };
+        let got = final_speech_ticks_at(high, 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(201, 400)]);
+    }
+
+    #[test]
+    fn near_silence_at_the_edges_of_speech_is_trimmed_only_so_far() {
+        // Both detectors call 0.5-1.5 s and 2.0-4.0 s speech, but the second's first 0.06 s and
+        // last 0.15 s are digital silence (the segmentation model's probability spills past
+        // words): the first goes, the last only 0.1 s deep. Speech at -25 dBFS, silence at -100.
+        let vad = |t: f64| (0.5..1.5).contains(&t) || (2.0..4.0).contains(&t);
+        let p = |t: f64| if vad(t) { 0.9 } else { 0.05 };
+        let power = |t: f64| {
+            let db = if (0.5..1.5).contains(&t) || (2.06..3.85).contains(&t) {
+                -25.0
+            } else {
+                -100.0
+            };
+            10f32.powf(db / 10.0)
+        };
+        let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(51, 150), (207, 390)]);
+        let off = TurnConfig {
+            energy_trim_max: 0.0,
+            ..TurnConfig::default()
+        };
+        let got = final_speech_ticks_at(off, 10.0, vad, p, power);
+        assert_eq!(spans(&got), vec![(51, 150), (201, 400)]);
+    }
+
+    #[test]
+    fn trim_cuts_inaudible_ticks_at_closed_region_ends_only() {
+        let b = |s: &str| s.chars().map(|c| c == '1').collect::<Vec<bool>>();
+        let speech = b("0111111100111");
+        let quiet = b("0110000110011");
+        // Region 1-7: at most two quiet ticks at its start go, and its quiet last tick; the region
+        // running into the slice's end is left alone.
+        assert_eq!(trim(&speech, &quiet, 2), b("0001111000111"));
+        assert_eq!(trim(&speech, &quiet, 1), b("0011111000111"));
+        // A region that starts the slice keeps its start; one closed on both sides and quiet
+        // throughout goes.
+        assert_eq!(trim(&b("1100"), &b("1000"), 5), b("1100"));
+        assert_eq!(trim(&b("0110"), &b("1111"), 5), b("0000"));
     }
 
     #[test]

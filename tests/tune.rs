@@ -167,10 +167,11 @@ fn speech_extension_only_widens_agreed_regions_and_recovers_missed_speech_on_the
     let models = whospoke::runtime::locate_models(None).unwrap_or_else(|e| panic!("{e}"));
     let demo = common::repo().join("assets/demo");
     let mut base = whospoke::pipeline::Config::default();
-    // Extension alone: no joining of short pauses, which would also fill gaps, and no extension by
-    // energy, which would grow from the widened regions.
+    // Extension alone: no joining of short pauses, which would also fill gaps, and no extension
+    // (or trimming) by energy, which would grow from (or cut) the widened regions.
     base.turns.min_pause = 0.0;
     base.turns.energy_extend_max = 0.0;
+    base.turns.energy_trim_max = 0.0;
     let msgs = tune::record(&demo.join("demo.flac"), &base, &models).expect("analyse the demo");
     let plain = tune::replay(&msgs, &base.turns, &base.cluster).expect("replay");
     let ext_cfg = whospoke::turns::TurnConfig {
