@@ -484,7 +484,7 @@ impl Default for SegConfig {
             window: 5.0,
             step: 1.0,
             speech_threshold: 0.5,
-            overlap_threshold: 0.3,
+            overlap_threshold: 0.5,
             weighted_embeddings: true,
             int8: true,
         }

@@ -238,7 +238,8 @@ struct RunArgs {
     /// Speech probability at which a 10 ms tick counts as speech (mode seg).
     #[arg(long, default_value_t = SegConfig::default().speech_threshold, value_name = "P")]
     speech_threshold: f32,
-    /// Probability of two voices at which a tick counts as overlapped speech (mode seg).
+    /// Probability of two voices at which a tick counts as overlapped speech and gets a second
+    /// speaker in the final labels (mode seg; lower: more overlap found, more of it wrong).
     #[arg(long, default_value_t = SegConfig::default().overlap_threshold, value_name = "P")]
     overlap_threshold: f32,
     /// Extend each final speech region up to this many seconds into the adjacent audio whose speech

@@ -134,7 +134,7 @@ pub fn grid() -> Vec<Setting> {
     let new_speaker = [0.20f32, 0.25, 0.30, 0.35];
     let update = [0.45f32, 0.55, 0.65];
     let speech = [0.4f32, 0.5, 0.6];
-    let overlap = [0.2f32, 0.3, 0.4];
+    let overlap = [0.3f32, 0.4, 0.5];
     // Off, or extension by hysteresis (at `--speech-extend-threshold`) of at most 0.1 s.
     let extend_max = [0.0f64, 0.1];
     // Every pause splits a turn, or one speaker's pauses under 0.3 s do not (the default).

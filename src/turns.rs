@@ -224,7 +224,7 @@ impl Default for TurnConfig {
             status_interval: 1.0,
             speech_source: SpeechSource::Both,
             speech_threshold: 0.5,
-            overlap_threshold: 0.3,
+            overlap_threshold: 0.5,
             extend_threshold: 0.3,
             extend_max: 0.0,
             energy_extend_db: 6.0,
