@@ -251,8 +251,9 @@ struct RunArgs {
     #[arg(long, default_value_t = TurnConfig::default().extend_threshold, value_name = "P")]
     speech_extend_threshold: f32,
     /// Extend each final speech region up to this many seconds into the adjacent audio that stands
-    /// --energy-extend-db above the recording's floor: the quiet onsets and decays of words that the
-    /// detectors clip (0 = off; docs/accuracy.md, "Speech edges by energy").
+    /// --energy-extend-db above the recording's floor and at most --energy-extend-below-speech under
+    /// its speech level: the quiet onsets and decays of words that the detectors clip (0 = off;
+    /// docs/accuracy.md, "Speech edges by energy").
     #[arg(long, default_value_t = TurnConfig::default().energy_extend_max, value_name = "SECONDS")]
     energy_extend_max: f64,
     /// How far above the floor (the quietest tenth of the last 30 s) audio must be to extend a speech

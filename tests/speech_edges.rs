@@ -5,11 +5,11 @@
 //! near-silence around words. A final speech region takes the adjacent audio that stands 6 dB above
 //! the recording's floor and no more than 35 dB under its speech level, and loses edge audio more
 //! than 40 dB under the speech level. Measured on the first 60 s (without -> with):
-//! - dev_03 (no added noise), extension: DER 6.27 -> 3.77 % (missed 4.74 -> 0.84 %, false alarm
+//! - dev_03 (no added noise), extension: DER 6.38 -> 3.88 % (missed 4.85 -> 0.95 %, false alarm
 //!   1.53 -> 2.93 %);
-//! - dev_01 (digital silence between utterances), trimming: DER 5.79 -> 4.65 % (false alarm
-//!   4.45 -> 3.31 %, missed 1.34 % either way);
-//! - dev_05 with pink noise mixed in ~16 dB under the speech, extension: 11.28 -> 11.09 %, false
+//! - dev_01 (digital silence between utterances), trimming: DER 5.96 -> 4.82 % (false alarm
+//!   4.45 -> 3.31 %, missed 1.51 % either way);
+//! - dev_05 with pink noise mixed in ~16 dB under the speech, extension: 11.43 -> 11.24 %, false
 //!   alarm 2.07 % either way.
 
 mod common;
@@ -29,22 +29,49 @@ fn pct(x: f64, f: &FileScore) -> f64 {
     100.0 * x / f.total
 }
 
+/// A dev-set recording's first `SECONDS` scored with the defaults (`on`) and with `off_args`.
+struct OnOff {
+    on: FileScore,
+    off: FileScore,
+}
+
+impl OnOff {
+    fn run(uri: &str, off_args: &[&str]) -> OnOff {
+        let dev = common::repo().join("../shared/eval/dev");
+        let t = common::TempDir::new(&format!("edges-{uri}"));
+        let wav = t.path(&format!("{uri}.wav"));
+        common::cut(&dev.join(format!("{uri}.wav")), SECONDS, &wav);
+        let r = OnOff {
+            on: score(&wav, uri, &[]),
+            off: score(&wav, uri, off_args),
+        };
+        let ((miss_off, miss_on), (fa_off, fa_on)) = (r.miss(), r.false_alarm());
+        eprintln!(
+            "{uri} {SECONDS} s, {off_args:?} -> defaults: DER {:.2} % -> {:.2} %, missed {miss_off:.2} -> {miss_on:.2} %, false alarm {fa_off:.2} -> {fa_on:.2} %",
+            100.0 * r.off.der,
+            100.0 * r.on.der
+        );
+        r
+    }
+
+    /// Missed speech, % of the reference's: (off, on).
+    fn miss(&self) -> (f64, f64) {
+        (pct(self.off.miss, &self.off), pct(self.on.miss, &self.on))
+    }
+
+    /// False alarm, % of the reference's speech: (off, on).
+    fn false_alarm(&self) -> (f64, f64) {
+        (
+            pct(self.off.false_alarm, &self.off),
+            pct(self.on.false_alarm, &self.on),
+        )
+    }
+}
+
 #[test]
 fn quiet_word_edges_above_a_low_floor_become_speech() {
-    let dev = common::repo().join("../shared/eval/dev");
-    let t = common::TempDir::new("edges-clean");
-    let wav = t.path("dev_03.wav");
-    common::cut(&dev.join("dev_03.wav"), SECONDS, &wav);
-
-    let on = score(&wav, "dev_03", &[]);
-    let off = score(&wav, "dev_03", &["--energy-extend-max", "0"]);
-    let (miss_on, miss_off) = (pct(on.miss, &on), pct(off.miss, &off));
-    let (fa_on, fa_off) = (pct(on.false_alarm, &on), pct(off.false_alarm, &off));
-    eprintln!(
-        "dev_03 60 s: DER {:.2} % -> {:.2} %, missed {miss_off:.2} -> {miss_on:.2} %, false alarm {fa_off:.2} -> {fa_on:.2} %",
-        100.0 * off.der,
-        100.0 * on.der
-    );
+    let r = OnOff::run("dev_03", &["--energy-extend-max", "0"]);
+    let ((miss_off, miss_on), (fa_off, fa_on)) = (r.miss(), r.false_alarm());
     assert!(
         miss_on < miss_off - 3.0,
         "missed speech {miss_on:.2} % with the extension, {miss_off:.2} % without"
@@ -55,32 +82,20 @@ fn quiet_word_edges_above_a_low_floor_become_speech() {
         "false alarm {fa_off:.2} -> {fa_on:.2} %"
     );
     assert!(
-        on.der < off.der - 0.02,
+        r.on.der < r.off.der - 0.02,
         "DER {:.4} vs {:.4}",
-        on.der,
-        off.der
+        r.on.der,
+        r.off.der
     );
-    assert_eq!(on.hyp_speakers, on.ref_speakers);
+    assert_eq!(r.on.hyp_speakers, r.on.ref_speakers);
 }
 
 #[test]
 fn near_silence_the_segmentation_spills_into_is_trimmed() {
     // eval/dev/dev_01: read speech with digital silence between the utterances; the segmentation
     // model's speech probability stays above 0.5 for a few hundredths of a second on both sides.
-    let dev = common::repo().join("../shared/eval/dev");
-    let t = common::TempDir::new("edges-trim");
-    let wav = t.path("dev_01.wav");
-    common::cut(&dev.join("dev_01.wav"), SECONDS, &wav);
-
-    let on = score(&wav, "dev_01", &[]);
-    let off = score(&wav, "dev_01", &["--energy-trim-max", "0"]);
-    let (miss_on, miss_off) = (pct(on.miss, &on), pct(off.miss, &off));
-    let (fa_on, fa_off) = (pct(on.false_alarm, &on), pct(off.false_alarm, &off));
-    eprintln!(
-        "dev_01 60 s: DER {:.2} % -> {:.2} %, missed {miss_off:.2} -> {miss_on:.2} %, false alarm {fa_off:.2} -> {fa_on:.2} %",
-        100.0 * off.der,
-        100.0 * on.der
-    );
+    let r = OnOff::run("dev_01", &["--energy-trim-max", "0"]);
+    let ((miss_off, miss_on), (fa_off, fa_on)) = (r.miss(), r.false_alarm());
     assert!(
         fa_on < fa_off - 1.0,
         "false alarm {fa_off:.2} -> {fa_on:.2} %"
@@ -90,7 +105,7 @@ fn near_silence_the_segmentation_spills_into_is_trimmed() {
         miss_on - miss_off < 0.5 * (fa_off - fa_on),
         "missed speech {miss_off:.2} -> {miss_on:.2} %"
     );
-    assert_eq!(on.hyp_speakers, on.ref_speakers);
+    assert_eq!(r.on.hyp_speakers, r.on.ref_speakers);
 }
 
 #[test]
