@@ -395,9 +395,10 @@ fn edge_label_tick(kinds: &[u8], i: usize) -> Option<usize> {
 /// A speech region's first or last run shorter than `depth` ticks that touches a run of another
 /// speaker takes that speaker (the ticks at a region's edges are the least sure of their speaker:
 /// the window deciding them may reach into the neighbouring voice). A region starts after a pause
-/// (or after `prev_end`, the end of the last final run) and ends before one. Adjacent runs of one
-/// speaker are then merged.
-fn absorb_short_edges(runs: &mut Vec<Run>, prev_end: Option<u64>, depth: u64) {
+/// (or after `last`, the last final run) and ends before one; `last` counts as a run it touches
+/// (the rest of a long turn finalised in pieces up to a horizon). Adjacent runs of one speaker are
+/// then merged.
+fn absorb_short_edges(runs: &mut Vec<Run>, last: Option<Run>, depth: u64) {
     let n = runs.len();
     for k in 0..n {
         let r = runs[k];
@@ -405,7 +406,7 @@ fn absorb_short_edges(runs: &mut Vec<Run>, prev_end: Option<u64>, depth: u64) {
             continue;
         }
         let starts_region = if k == 0 {
-            prev_end.is_none_or(|e| e < r.start)
+            last.is_none_or(|p| p.end < r.start)
         } else {
             runs[k - 1].end < r.start
         };
@@ -415,7 +416,7 @@ fn absorb_short_edges(runs: &mut Vec<Run>, prev_end: Option<u64>, depth: u64) {
             .filter(|x| x.start == r.end && x.speaker != r.speaker);
         let prev = k
             .checked_sub(1)
-            .map(|j| runs[j])
+            .map_or(last, |j| Some(runs[j]))
             .filter(|x| x.end == r.start && x.speaker != r.speaker);
         if let (true, Some(x)) = (starts_region, next) {
             runs[k].speaker = x.speaker;
@@ -1302,8 +1303,7 @@ impl TurnTracker {
                 (horizon + gap).min(stored).max(horizon)
             };
             let mut runs = self.runs_settled(self.final_upto, look, horizon, true);
-            let prev_end = self.last_final.map(|r| r.end);
-            absorb_short_edges(&mut runs, prev_end, EDGE_LABEL_DEPTH as u64);
+            absorb_short_edges(&mut runs, self.last_final, EDGE_LABEL_DEPTH as u64);
             join_short_pauses(&mut runs, gap);
             runs.retain(|r| r.start < horizon);
             // The same speaker resuming after a short pause that began before this range (a long
@@ -2296,7 +2296,7 @@ mod tests {
             run(1, 740, 750),
             run(2, 750, 790),
         ];
-        absorb_short_edges(&mut runs, Some(50), EDGE_LABEL_DEPTH as u64);
+        absorb_short_edges(&mut runs, Some(run(3, 0, 50)), EDGE_LABEL_DEPTH as u64);
         let got: Vec<(usize, u64, u64)> =
             runs.iter().map(|r| (r.speaker, r.start, r.end)).collect();
         assert_eq!(
@@ -2315,8 +2315,16 @@ mod tests {
         absorb_short_edges(&mut runs, None, EDGE_LABEL_DEPTH as u64);
         assert_eq!(runs.len(), 2);
         let mut runs = vec![run(1, 100, 110), run(0, 110, 300)];
-        absorb_short_edges(&mut runs, Some(100), EDGE_LABEL_DEPTH as u64);
+        absorb_short_edges(&mut runs, Some(run(1, 50, 100)), EDGE_LABEL_DEPTH as u64);
         assert_eq!(runs[0].speaker, 1);
+        // The short end of a long turn finalised in pieces (the last piece ended at the horizon,
+        // 100) takes that turn's speaker; a long rest keeps its own.
+        let mut runs = vec![run(2, 100, 106), run(2, 200, 300)];
+        absorb_short_edges(&mut runs, Some(run(1, 20, 100)), EDGE_LABEL_DEPTH as u64);
+        assert_eq!((runs[0].speaker, runs[1].speaker), (1, 2));
+        let mut runs = vec![run(2, 100, 100 + EDGE_LABEL_DEPTH as u64), run(2, 200, 300)];
+        absorb_short_edges(&mut runs, Some(run(1, 20, 100)), EDGE_LABEL_DEPTH as u64);
+        assert_eq!(runs[0].speaker, 2);
     }
 
     #[test]
