@@ -286,7 +286,9 @@ pub struct TurnTracker {
     seg: VecDeque<Option<(f32, f32)>>,
     /// Per tick from `first_tick`: its frame's power above the floor at the time, dB.
     above_floor: VecDeque<f32>,
-    /// Per tick: the speech level minus its frame's power, dB (+inf before any frame arrived).
+    /// Per tick: the speech level minus its frame's power, dB (+inf before its frame arrived, -inf
+    /// while no speech had been heard yet: then only the floor bounds the extension and nothing is
+    /// trimmed).
     below_speech: VecDeque<f32>,
     /// Recent frame powers, for the floor (created at the first frame, sized by its length).
     levels: Option<crate::level::RecentLevels>,
