@@ -286,7 +286,7 @@ pub struct TurnTracker {
     seg: VecDeque<Option<(f32, f32)>>,
     /// Per tick from `first_tick`: its frame's power above the floor at the time, dB.
     above_floor: VecDeque<f32>,
-    /// Per tick: the speech level minus its frame's power, dB (+inf before its frame arrived, -inf
+    /// Per tick: the speech level minus its frame's power, dB (-inf before its frame arrived or
     /// while no speech had been heard yet: then only the floor bounds the extension and nothing is
     /// trimmed).
     below_speech: VecDeque<f32>,
@@ -1028,7 +1028,7 @@ impl TurnTracker {
             self.above_floor.push_back(f32::NEG_INFINITY);
         }
         while self.below_speech.len() < n {
-            self.below_speech.push_back(f32::INFINITY);
+            self.below_speech.push_back(f32::NEG_INFINITY);
         }
     }
 
@@ -2139,6 +2139,18 @@ mod tests {
         v
     }
 
+    /// Spans of final speech over 10 s where both detectors hear speech exactly when `agree(t)`
+    /// (P(speech) 0.9, else 0.05) and the audio's level is `db_at(t)` dBFS.
+    fn energy_spans(
+        cfg: TurnConfig,
+        agree: impl Fn(f64) -> bool + Copy,
+        db_at: impl Fn(f64) -> f32,
+    ) -> Vec<(usize, usize)> {
+        let p = move |t: f64| if agree(t) { 0.9 } else { 0.05 };
+        let power = |t: f64| 10f32.powf(db_at(t) / 10.0);
+        spans(&final_speech_ticks_at(cfg, 10.0, agree, p, power))
+    }
+
     #[test]
     fn speech_extends_by_energy_into_quiet_word_edges_above_the_floor_and_only_so_far() {
         // Both detectors hear 2.0-4.0 s. The audio: a floor at -80 dBFS; a soft onset at -55 dBFS
@@ -2146,9 +2158,8 @@ mod tests {
         // 4.0-4.3 s; a -50 dBFS sound in 6.0-6.5 s that no detector calls speech; and a long
         // -55 dBFS tail in 7.0-8.0 s after speech in 6.6-7.0 s.
         let vad = |t: f64| (2.0..4.0).contains(&t) || (6.6..7.0).contains(&t);
-        let p = |t: f64| if vad(t) { 0.9 } else { 0.05 };
-        let power = |t: f64| {
-            let db = if vad(t) {
+        let db = |t: f64| {
+            if vad(t) {
                 -25.0
             } else if (1.7..2.0).contains(&t) || (7.0..8.0).contains(&t) {
                 -55.0
@@ -2158,30 +2169,29 @@ mod tests {
                 -50.0
             } else {
                 -80.0
-            };
-            10f32.powf(db / 10.0)
+            }
         };
         // Default (6 dB above the floor and at most 35 dB under the speech level, -25 dBFS: here
         // -60 dBFS or louder; at most 0.4 s): the onset joins its speech, the decay (40 dB under
         // the speech) does not; the sound without speech next to it stays silence; the long tail
         // joins for 0.4 s only. (Frames are 30 ms: a frame takes the level and decisions of its
         // start, so 1.7 s falls to the frame from 1.71 s and 4.0 s to the one ending at 4.02 s.)
-        let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(171, 402), (660, 740)]);
+        assert_eq!(
+            energy_spans(TurnConfig::default(), vad, db),
+            vec![(171, 402), (660, 740)]
+        );
         // 45 dB under the speech level also takes the decay.
         let low = TurnConfig {
             energy_extend_below_speech: 45.0,
             ..TurnConfig::default()
         };
-        let got = final_speech_ticks_at(low, 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(171, 432), (660, 740)]);
+        assert_eq!(energy_spans(low, vad, db), vec![(171, 432), (660, 740)]);
         // Off: only what the detectors agree on.
         let off = TurnConfig {
             energy_extend_max: 0.0,
             ..TurnConfig::default()
         };
-        let got = final_speech_ticks_at(off, 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(201, 400), (660, 700)]);
+        assert_eq!(energy_spans(off, vad, db), vec![(201, 400), (660, 700)]);
     }
 
     #[test]
@@ -2189,25 +2199,24 @@ mod tests {
         // Noise at -45 dBFS, speech at -25 dBFS in 2.0-4.0 s, its onset at -37 dBFS (8 dB above the
         // noise) in 1.8-2.0 s. The default takes the onset; 20 dB above the floor would not.
         let vad = |t: f64| (2.0..4.0).contains(&t);
-        let p = |t: f64| if vad(t) { 0.9 } else { 0.05 };
-        let power = |t: f64| {
-            let db = if vad(t) {
+        let db = |t: f64| {
+            if vad(t) {
                 -25.0
             } else if (1.8..2.0).contains(&t) {
                 -37.0
             } else {
                 -45.0
-            };
-            10f32.powf(db / 10.0)
+            }
         };
-        let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(180, 402)]);
+        assert_eq!(
+            energy_spans(TurnConfig::default(), vad, db),
+            vec![(180, 402)]
+        );
         let high = TurnConfig {
             energy_extend_db: 20.0,
             ..TurnConfig::default()
         };
-        let got = final_speech_ticks_at(high, 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(201, 400)]);
+        assert_eq!(energy_spans(high, vad, db), vec![(201, 400)]);
     }
 
     #[test]
@@ -2216,23 +2225,22 @@ mod tests {
         // last 0.15 s are digital silence (the segmentation model's probability spills past
         // words): the first goes, the last only 0.1 s deep. Speech at -25 dBFS, silence at -100.
         let vad = |t: f64| (0.5..1.5).contains(&t) || (2.0..4.0).contains(&t);
-        let p = |t: f64| if vad(t) { 0.9 } else { 0.05 };
-        let power = |t: f64| {
-            let db = if (0.5..1.5).contains(&t) || (2.06..3.85).contains(&t) {
+        let db = |t: f64| {
+            if (0.5..1.5).contains(&t) || (2.06..3.85).contains(&t) {
                 -25.0
             } else {
                 -100.0
-            };
-            10f32.powf(db / 10.0)
+            }
         };
-        let got = final_speech_ticks_at(TurnConfig::default(), 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(51, 150), (207, 390)]);
+        assert_eq!(
+            energy_spans(TurnConfig::default(), vad, db),
+            vec![(51, 150), (207, 390)]
+        );
         let off = TurnConfig {
             energy_trim_max: 0.0,
             ..TurnConfig::default()
         };
-        let got = final_speech_ticks_at(off, 10.0, vad, p, power);
-        assert_eq!(spans(&got), vec![(51, 150), (201, 400)]);
+        assert_eq!(energy_spans(off, vad, db), vec![(51, 150), (201, 400)]);
     }
 
     #[test]
