@@ -47,10 +47,14 @@ for e in "${enroll_from[@]}"; do
 done
 "$bin" profiles --profiles "$prof"
 
-# The matcher's debug log gives every window's best-profile similarity (for the calibration line).
+# The matcher's debug log gives every window's best-profile similarity (for the calibration line),
+# the pipeline's the number of CAM++ windows embedded (for the cost line: with profiles loaded, one
+# more window per speech region, at 0.75 s; counted against a run without profiles).
 for t in "${tests[@]}"; do
-  WHOSPOKE_LOG="${WHOSPOKE_LOG:-warn},whospoke::profiles=debug" \
+  WHOSPOKE_LOG="${WHOSPOKE_LOG:-warn},whospoke::profiles=debug,whospoke::pipeline=debug" \
     "$bin" "$dev/$t.wav" --no-tui --format jsonl --profiles "$prof" "$@" > "$work/$t.jsonl" 2> "$work/$t.log"
+  WHOSPOKE_LOG="warn,whospoke::pipeline=debug" \
+    "$bin" "$dev/$t.wav" --no-tui --format rttm --no-profiles "$@" > /dev/null 2> "$work/$t.noprofiles.log"
 done
 
 mkdir -p "$work/hyp" "$work/ref"
@@ -149,6 +153,21 @@ if uw:
     print(f"never-enrolled speakers' windows ({len(uw)}): best-profile similarity median {uw[len(uw) // 2]:.3f}, "
           f"99th percentile {uw[int(0.99 * (len(uw) - 1))]:.3f}, max {uw[-1]:.3f} (match threshold 0.5 by default); "
           f"means of their recent windows: {len(unknown_means)}, max {max(unknown_means, default=float('nan')):.3f}")
+def embedded(log):
+    # windows = sum over batch sizes b of b x calls, plus the second session's
+    n = 0
+    for l in open(log):
+        l = re.sub(r"\x1b\[[0-9;]*m", "", l)
+        m = re.search(r"calls_by_batch_size=\[([0-9, ]*)\]", l)
+        if m:
+            n += sum((b + 1) * int(c) for b, c in enumerate(m.group(1).split(",")))
+            m2 = re.search(r"by_second_session=(\d+)", l)
+            n += int(m2.group(1)) if m2 else 0
+    return n
+with_p = sum(embedded(f"{work}/{t}.log") for t in tests)
+without_p = sum(embedded(f"{work}/{t}.noprofiles.log") for t in tests)
+print(f"cost: CAM++ windows embedded {with_p} with the profiles, {without_p} without "
+      f"({pct(with_p - without_p, without_p):+.1f} %)")
 print("targets: >= 95 % known, <= 1 % unknown, <= 2 s delay")
 EOF
 # Diarization with the profiles loaded (names do not matter to the DER: speakers are mapped).

@@ -3,7 +3,8 @@
 //!
 //! [`WindowScheduler`] decides, frame by frame, which windows to embed: while a speech region lasts,
 //! one window of up to `window` seconds ending now, every `step` seconds, once the region is
-//! `min_window` long; when a region ends, one last window over its tail (if it is not covered yet).
+//! `min_window` long (with voice profiles loaded, one more when it is `naming_window` long); when a
+//! region ends, one last window over its tail (if it is not covered yet).
 //! Regions shorter than `min_window` get no embedding; the turn stage labels them from their
 //! neighbours.
 
@@ -23,6 +24,11 @@ pub struct WindowConfig {
     pub min_window: f64,
     /// Windows shorter than this do not update centroids, seconds.
     pub trusted_window: f64,
+    /// One more window when a speech region reaches this length, seconds, between the regular ones
+    /// (0.5 s and 1 s by default): a window this long can name a known voice by itself
+    /// (`profiles::MatchConfig::naming_window`), so a known speaker is named a quarter of a second
+    /// sooner. None (default): no extra window; the pipeline sets it when voice profiles are loaded.
+    pub naming_window: Option<f64>,
     /// Shared-trunk embeddings (mode seg, opt-in): the CAM++ trunk runs once over consecutive chunks of
     /// speech with this much context on each side (seconds), and each window pools the trunk frames it
     /// covers ([`TrunkTiling`], `crate::embed::TrunkFrames`); a window's embedding then waits this long for
@@ -41,6 +47,7 @@ impl Default for WindowConfig {
             step: 0.5,
             min_window: 0.5,
             trusted_window: 1.0,
+            naming_window: None,
             trunk_margin: None,
             trunk_int8: true,
         }
@@ -61,6 +68,14 @@ impl WindowConfig {
                 "window must be at most 10 s, not {}",
                 self.window
             )));
+        }
+        if let Some(n) = self.naming_window {
+            if !(n >= self.min_window && n <= self.window) {
+                return Err(Error::Config(format!(
+                    "naming window ({n} s) must be between the minimum window ({} s) and the window ({} s)",
+                    self.min_window, self.window
+                )));
+            }
         }
         if let Some(m) = self.trunk_margin {
             if !(0.0..=1.0).contains(&m) {
@@ -105,8 +120,15 @@ pub struct WindowScheduler {
     window: u64,
     step: u64,
     min_window: u64,
+    /// Region length of the extra window (`WindowConfig::naming_window`).
+    naming: Option<u64>,
     region_start: Option<u64>,
+    /// End of the last window.
     last_end: u64,
+    /// End of the last regular window (the `step` grid; the extra window does not move it).
+    grid_end: u64,
+    /// Whether the open region has had a window at least `naming` long.
+    named: bool,
 }
 
 impl WindowScheduler {
@@ -116,8 +138,11 @@ impl WindowScheduler {
             window: WindowConfig::samples(cfg.window),
             step: WindowConfig::samples(cfg.step),
             min_window: WindowConfig::samples(cfg.min_window),
+            naming: cfg.naming_window.map(WindowConfig::samples),
             region_start: None,
             last_end: 0,
+            grid_end: 0,
+            named: false,
         }
     }
 
@@ -127,21 +152,26 @@ impl WindowScheduler {
             (None, true) => {
                 self.region_start = Some(start);
                 self.last_end = start;
+                self.grid_end = start;
+                self.named = false;
                 None
             }
             (Some(rs), true) => {
                 let len = end - rs;
-                if len >= self.min_window.max(self.step.min(self.window))
-                    && end - self.last_end >= self.step
-                {
-                    self.last_end = end;
-                    Some(WindowSpan {
-                        start: rs.max(end.saturating_sub(self.window)),
-                        end,
-                    })
-                } else {
-                    None
+                let regular = len >= self.min_window.max(self.step.min(self.window))
+                    && end - self.grid_end >= self.step;
+                let extra = !self.named && self.naming.is_some_and(|n| len >= n);
+                if regular {
+                    self.grid_end = end;
+                } else if !extra {
+                    return None;
                 }
+                self.last_end = end;
+                self.named |= self.naming.is_some_and(|n| len >= n);
+                Some(WindowSpan {
+                    start: rs.max(end.saturating_sub(self.window)),
+                    end,
+                })
             }
             (Some(_), false) => self.close(start),
             (None, false) => None,
@@ -407,6 +437,51 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(w[0].start, 4800);
         assert!(w[0].end - w[0].start >= 8000);
+    }
+
+    #[test]
+    fn naming_window_adds_one_window_per_region_off_the_grid() {
+        let plain = WindowConfig::default();
+        let naming = WindowConfig {
+            naming_window: Some(0.75),
+            ..WindowConfig::default()
+        };
+        naming.validate().expect("valid");
+        // 0.3 s silence, 4.8 s speech, 0.6 s silence, 2.4 s speech, 0.6 s silence.
+        let speech = [
+            (10, false),
+            (160, true),
+            (20, false),
+            (80, true),
+            (20, false),
+        ];
+        let w0 = frames(&mut WindowScheduler::new(&plain), &speech);
+        let w1 = frames(&mut WindowScheduler::new(&naming), &speech);
+        // Every regular window stays where it was; each region gains one window 0.75 s long.
+        let extra: Vec<_> = w1.iter().filter(|w| !w0.contains(w)).collect();
+        assert!(w0.iter().all(|w| w1.contains(w)), "{w0:?} vs {w1:?}");
+        assert_eq!(extra.len(), 2, "{extra:?}");
+        for (w, region_start) in extra.iter().zip([4800u64, 4800 + 180 * 480]) {
+            assert_eq!(w.start, region_start);
+            assert_eq!(
+                w.end - w.start,
+                25 * 480,
+                "the first frame reaching 0.75 s: {w:?}"
+            );
+        }
+        // A region of 0.9 s: the 0.75 s window leaves too little uncovered for a tail window.
+        let short = [(10, false), (30, true), (10, false)];
+        let w = frames(&mut WindowScheduler::new(&naming), &short);
+        let lens: Vec<u64> = w.iter().map(|w| w.end - w.start).collect();
+        assert_eq!(lens, vec![17 * 480, 25 * 480]);
+        // A naming window outside [min_window, window] is refused.
+        for bad in [0.3, 2.0, f64::NAN] {
+            let cfg = WindowConfig {
+                naming_window: Some(bad),
+                ..WindowConfig::default()
+            };
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -685,6 +685,8 @@ fn config(a: &RunArgs, live: bool) -> Config {
             step: a.step,
             min_window: WindowConfig::default().min_window.min(a.window),
             trusted_window: WindowConfig::default().trusted_window.min(a.window),
+            // The pipeline sets it when voice profiles are loaded.
+            naming_window: None,
             trunk_margin: a.shared_trunk.then_some(a.trunk_margin),
             trunk_int8: a.precision == Precision::Int8,
         },

@@ -398,7 +398,15 @@ pub fn start(source: Source, cfg: Config, models: &ModelPaths) -> Result<Running
         None
     };
     {
-        let wcfg = cfg.windows.clone();
+        let mut wcfg = cfg.windows.clone();
+        if !cfg.profiles.is_empty() {
+            // Known voices can be named from a window this long: embed one when a region reaches it.
+            wcfg.naming_window = Some(
+                cfg.matching
+                    .naming_window
+                    .clamp(wcfg.min_window, wcfg.window),
+            );
+        }
         let st = stop.clone();
         handles.push(spawn("analysis", move || {
             sig_an.register_consumer();

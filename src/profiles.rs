@@ -25,9 +25,10 @@
 //!
 //! Matching ([`Identifier`]), always against the best profile with a margin over the second best:
 //! - a new voice (a window no current speaker claims) is named from its first windows
-//!   ([`Identifier::match_new_voice`]): one trusted window at the profile's `window_threshold` (its
-//!   own `self_similarity_p10`: as typical as 90 % of the enrollment windows), or one short window
-//!   (0.5-1 s) at it that leads the second best profile by `short_window_margin`, or the mean of the
+//!   ([`Identifier::match_new_voice`]): one window of at least `naming_window` (0.75 s) at the
+//!   profile's `window_threshold` (its own `self_similarity_p10`: as typical as 90 % of the enrollment
+//!   windows), or one shorter window (0.5-0.75 s) at it that leads the second best profile by
+//!   `short_window_margin`, or the mean of the
 //!   voice's windows within `new_voice_span` (two or more, short ones included) at its `threshold`,
 //!   or two windows within `new_voice_span` at its `threshold`; the turn stage then starts a speaker,
 //!   already named, from that window (from the mean and the profile's centroid when several windows
@@ -661,6 +662,12 @@ pub struct MatchConfig {
     /// `window_threshold` and leads the second best profile by this much (see
     /// [`Identifier::match_new_voice`]).
     pub short_window_margin: f32,
+    /// Seconds of speech a window needs to name a new voice by itself at a profile's
+    /// `window_threshold` (shorter windows need `short_window_margin` as well). With profiles loaded
+    /// the analysis stage embeds one extra window when a speech region reaches this length
+    /// (`analysis::WindowConfig::naming_window`), so that a known voice whose first turn is short is
+    /// named three quarters of a second into its next one rather than a full second.
+    pub naming_window: f64,
 }
 
 impl Default for MatchConfig {
@@ -671,6 +678,7 @@ impl Default for MatchConfig {
             switch_margin: 0.1,
             new_voice_span: 6.0,
             short_window_margin: 0.25,
+            naming_window: 0.75,
         }
     }
 }
@@ -795,9 +803,10 @@ impl Identifier {
     /// A window is evidence for its best profile when that profile names nobody yet, leads the
     /// second best by `margin`, and the window resembles it clearly more (`switch_margin`) than any
     /// current speaker, none of whose centroids matches the profile itself. The voice is named when
-    /// - a trusted window reaches the profile's `window_threshold` (it looks as typical of the
-    ///   voice as 90 % of the profile's own windows), or
-    /// - a short window does, leading the second best profile by `short_window_margin` (a known
+    /// - a long window (`long`: at least `naming_window` seconds of speech) reaches the profile's
+    ///   `window_threshold` (it looks as typical of the voice as 90 % of the profile's own
+    ///   windows), or
+    /// - a shorter window does, leading the second best profile by `short_window_margin` (a known
     ///   voice whose first turn is short is then named from the start of its next turn instead of a
     ///   second later), or
     /// - the mean of the profile's evidence windows of the last `new_voice_span` seconds (this one
@@ -805,13 +814,11 @@ impl Identifier {
     ///   `margin` over the second best profile and clearly more like it than any current speaker:
     ///   the accumulated evidence of the voice's first windows, which are often short (a first
     ///   turn of 1 s yields only windows under 1 s), or
-    /// - a trusted window reaches the profile's `threshold`, as did another evidence window within
+    /// - a long window reaches the profile's `threshold`, as did another evidence window within
     ///   `new_voice_span` seconds (two windows that agree with the profile agree with each other).
     ///
-    /// A short window (`trusted` false: too short to start a speaker alone) names a voice by itself
-    /// only under the stricter bar above. On the dev set no window of a never-enrolled speaker came
-    /// within 0.04 of the default
-    /// `threshold`: best-profile similarity at most 0.46, 99th percentile 0.36-0.39, over 1719
+    /// A shorter window names a voice by itself only under the stricter bar above. On the dev set
+    /// no window of a never-enrolled speaker came within 0.04 of the default `threshold`: best-profile similarity at most 0.46, 99th percentile 0.36-0.39, over 1719
     /// windows of three enrolment splits (the calibration line of `scripts/enroll-eval.sh`); a mean
     /// of several windows of one voice is less noisy than its windows.
     ///
@@ -820,7 +827,7 @@ impl Identifier {
         &mut self,
         window: &[f32],
         time: f64,
-        trusted: bool,
+        long: bool,
         centroids: &[Vec<f32>],
         taken: impl Fn(&str) -> bool,
     ) -> Option<NewVoice> {
@@ -829,7 +836,7 @@ impl Identifier {
         let (p, s, second) = self.best_profile(window)?;
         let k = &self.known[p];
         tracing::debug!(
-            "new-voice window at {time:.2} s (trusted {trusted}): best {} {s:.3} (window threshold {:.3}), second {second:.3}",
+            "new-voice window at {time:.2} s (long {long}): best {} {s:.3} (window threshold {:.3}), second {second:.3}",
             k.name,
             k.window_threshold,
         );
@@ -849,10 +856,10 @@ impl Identifier {
                 seed,
             })
         };
-        if trusted && s >= k.window_threshold {
+        if long && s >= k.window_threshold {
             return named(self, s, window.to_vec());
         }
-        if !trusted && s >= k.window_threshold && s - second >= self.cfg.short_window_margin {
+        if !long && s >= k.window_threshold && s - second >= self.cfg.short_window_margin {
             // A short window alone makes a poor centroid: start between it and the profile.
             return named(self, s, toward(window.to_vec(), &k.centroid));
         }
@@ -860,7 +867,7 @@ impl Identifier {
             .recent
             .iter()
             .any(|e| e.profile == p && e.similarity >= k.threshold);
-        if trusted && s >= k.threshold && backed {
+        if long && s >= k.threshold && backed {
             return named(self, s, window.to_vec());
         }
         self.recent.push(Evidence {
@@ -1080,7 +1087,7 @@ mod tests {
         };
         let mut id = Identifier::new(k.clone(), strict);
         assert_eq!(id.match_new_voice(&typical, 1.0, false, &[], none), None);
-        // ... and a short window that does not name backs a trusted one.
+        // ... and a short window that does not name backs a long one.
         let mut id = Identifier::new(k.clone(), cfg.clone());
         assert_eq!(id.match_new_voice(&weak, 1.0, false, &[], none), None);
         assert_eq!(

@@ -578,17 +578,18 @@ impl TurnTracker {
             }
         }
     }
-    /// A trusted window that no current speaker claims but that matches a voice profile naming
-    /// nobody yet (`profiles::Identifier::match_new_voice`) starts a speaker at once, named after
-    /// the profile: a known voice is named from its first windows instead of after the clusterer
-    /// has gathered `new_speaker_windows` of them. Short (untrusted) windows name a voice alone
-    /// only under a stricter bar, and count towards the evidence of its first windows; the speaker
-    /// starts from the trusted window that named it or else between the evidence and the profile.
+    /// A window that no current speaker claims but that matches a voice profile naming nobody yet
+    /// (`profiles::Identifier::match_new_voice`) starts a speaker at once, named after the profile:
+    /// a known voice is named from its first windows instead of after the clusterer has gathered
+    /// `new_speaker_windows` of them. Windows shorter than `MatchConfig::naming_window` name a
+    /// voice alone only under a stricter bar, and count towards the evidence of its first windows;
+    /// the speaker starts from the long window that named it or else between the evidence and the
+    /// profile.
     fn start_known_voice(
         &mut self,
         embedding: &[f32],
+        start: u64,
         end: u64,
-        trusted: bool,
     ) -> Option<crate::cluster::Assignment> {
         self.identity.as_ref()?;
         let mut unit = embedding.to_vec();
@@ -597,7 +598,8 @@ impl TurnTracker {
         }
         let taken = self.user_names();
         let id = self.identity.as_mut()?;
-        let m = id.match_new_voice(&unit, secs(end), trusted, self.clusterer.centroids(), |n| {
+        let long = secs(end - start) >= id.cfg.naming_window - 1e-6;
+        let m = id.match_new_voice(&unit, secs(end), long, self.clusterer.centroids(), |n| {
             taken.iter().any(|t| t == n)
         })?;
         let (p, sim) = (m.profile, m.similarity);
@@ -854,7 +856,7 @@ impl TurnTracker {
             } => {
                 let t = secs(end);
                 self.sync_named();
-                let assigned = match self.start_known_voice(&embedding, end, trusted) {
+                let assigned = match self.start_known_voice(&embedding, start, end) {
                     Some(a) => Some(a),
                     None => self.clusterer.assign(&embedding, t, trusted),
                 };
