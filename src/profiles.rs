@@ -818,9 +818,10 @@ impl Identifier {
     ///   `new_voice_span` seconds (two windows that agree with the profile agree with each other).
     ///
     /// A shorter window names a voice by itself only under the stricter bar above. On the dev set
-    /// no window of a never-enrolled speaker came within 0.04 of the default `threshold`: best-profile similarity at most 0.46, 99th percentile 0.36-0.39, over 1719
-    /// windows of three enrolment splits (the calibration line of `scripts/enroll-eval.sh`); a mean
-    /// of several windows of one voice is less noisy than its windows.
+    /// no window of a never-enrolled speaker reached the default `threshold` (0.5): best-profile
+    /// similarity at most 0.47, 99th percentile 0.37-0.40, over 2036 windows of three enrolment
+    /// splits (the calibration line of `scripts/enroll-eval.sh` at 410a715); a mean of several
+    /// windows of one voice is less noisy than its windows.
     ///
     /// The caller then starts a speaker from [`NewVoice::seed`] and calls [`Identifier::seed`].
     pub fn match_new_voice(
