@@ -17,13 +17,16 @@
 #
 # Usage: scripts/enroll-eval.sh [DEV_DIR] [-- extra whospoke run options]
 # Environment: WHOSPOKE_BIN (default target/release/whospoke); KEEP=DIR keeps the profiles and the
-# JSONL outputs in DIR; ENROLL="SPEAKER:FILE ..." and TESTS="FILE ..." choose another split.
+# JSONL outputs in DIR; ENROLL="SPEAKER:FILE ..." and TESTS="FILE ..." choose another split;
+# ENROLL_DEV=DIR enrolls from the files of another folder (default DEV_DIR: e.g. enroll from the clean
+# dev set and test on far-field copies of the test files).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dev="${1:-$here/../shared/eval/dev}"
 shift || true
 [[ "${1:-}" == "--" ]] && shift
 bin="${WHOSPOKE_BIN:-$here/target/release/whospoke}"
+enroll_dev="${ENROLL_DEV:-$dev}"
 [[ -x "$bin" ]] || (cd "$here" && cargo build --release --quiet)
 if [[ -n "${KEEP:-}" ]]; then
   work="$KEEP"; rm -rf "$work/profiles"; mkdir -p "$work"
@@ -43,7 +46,7 @@ known=()
 for e in "${enroll_from[@]}"; do
   spk="${e%%:*}"; f="${e#*:}"
   known+=("$spk")
-  "$bin" enroll "$spk" --profiles "$prof" --from-session "$dev/$f.rttm" --speaker "$spk" "$dev/$f.wav"
+  "$bin" enroll "$spk" --profiles "$prof" --from-session "$enroll_dev/$f.rttm" --speaker "$spk" "$enroll_dev/$f.wav"
 done
 "$bin" profiles --profiles "$prof"
 
@@ -154,15 +157,13 @@ if uw:
           f"99th percentile {uw[int(0.99 * (len(uw) - 1))]:.3f}, max {uw[-1]:.3f} (match threshold 0.5 by default); "
           f"means of their recent windows: {len(unknown_means)}, max {max(unknown_means, default=float('nan')):.3f}")
 def embedded(log):
-    # windows = sum over batch sizes b of b x calls, plus the second session's
+    # windows = sum over batch sizes b of b x calls (the second session's windows are counted there too)
     n = 0
     for l in open(log):
         l = re.sub(r"\x1b\[[0-9;]*m", "", l)
         m = re.search(r"calls_by_batch_size=\[([0-9, ]*)\]", l)
         if m:
             n += sum((b + 1) * int(c) for b, c in enumerate(m.group(1).split(",")))
-            m2 = re.search(r"by_second_session=(\d+)", l)
-            n += int(m2.group(1)) if m2 else 0
     return n
 with_p = sum(embedded(f"{work}/{t}.log") for t in tests)
 without_p = sum(embedded(f"{work}/{t}.noprofiles.log") for t in tests)

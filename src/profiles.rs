@@ -31,8 +31,8 @@
 //!   `short_window_margin`, or the mean of the
 //!   voice's windows within `new_voice_span` (two or more, short ones included) at its `threshold`,
 //!   or two windows within `new_voice_span` at its `threshold`; the turn stage then starts a speaker,
-//!   already named, from that window (from the mean and the profile's centroid when several windows
-//!   named it);
+//!   already named, from that window when it holds 1 s of speech or more (enough to move a
+//!   centroid), else from between it (or the mean) and the profile's centroid;
 //! - a cluster speaker is compared through its centroid: at `threshold` once it holds
 //!   `min_windows` windows, at `window_threshold` before.
 //!
@@ -694,6 +694,19 @@ fn toward(v: Vec<f32>, centroid: &[f32]) -> Vec<f32> {
     }
 }
 
+/// How much speech a window of a new voice holds, as [`Identifier::match_new_voice`] weighs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowLength {
+    /// Under [`MatchConfig::naming_window`]: names a voice alone only far ahead of every other
+    /// profile (`short_window_margin`).
+    Short,
+    /// At least `naming_window`, but too short to move a centroid (the clusterer's trusted
+    /// window, 1 s): names a voice alone; the speaker starts between it and the profile.
+    Naming,
+    /// Long enough to move a centroid: names a voice alone and the speaker starts from it.
+    Trusted,
+}
+
 /// A change of name decided by [`Identifier::check`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct NameChange {
@@ -803,7 +816,8 @@ impl Identifier {
     /// A window is evidence for its best profile when that profile names nobody yet, leads the
     /// second best by `margin`, and the window resembles it clearly more (`switch_margin`) than any
     /// current speaker, none of whose centroids matches the profile itself. The voice is named when
-    /// - a long window (`long`: at least `naming_window` seconds of speech) reaches the profile's
+    /// - a window of at least `naming_window` seconds of speech ([`WindowLength::Naming`] or
+    ///   [`WindowLength::Trusted`]; "long" below) reaches the profile's
     ///   `window_threshold` (it looks as typical of the voice as 90 % of the profile's own
     ///   windows), or
     /// - a shorter window does, leading the second best profile by `short_window_margin` (a known
@@ -817,7 +831,11 @@ impl Identifier {
     /// - a long window reaches the profile's `threshold`, as did another evidence window within
     ///   `new_voice_span` seconds (two windows that agree with the profile agree with each other).
     ///
-    /// A shorter window names a voice by itself only under the stricter bar above. On the dev set
+    /// A shorter window names a voice by itself only under the stricter bar above. The speaker
+    /// starts from the window that named it when it is [`WindowLength::Trusted`], else between
+    /// it and the profile's centroid: a window too short to move a centroid makes a poor one by
+    /// itself (in reverberant, noisy copies of the dev set, a speaker started from one 0.75 s
+    /// window drew too few of the voice's next windows, and a second speaker grew beside it). On the dev set
     /// no window of a never-enrolled speaker reached the default `threshold` (0.5): best-profile
     /// similarity at most 0.47, 99th percentile 0.37-0.40, over 2036 windows of three enrolment
     /// splits (the calibration line of `scripts/enroll-eval.sh` at 410a715); a mean of several
@@ -828,7 +846,7 @@ impl Identifier {
         &mut self,
         window: &[f32],
         time: f64,
-        long: bool,
+        length: WindowLength,
         centroids: &[Vec<f32>],
         taken: impl Fn(&str) -> bool,
     ) -> Option<NewVoice> {
@@ -837,7 +855,7 @@ impl Identifier {
         let (p, s, second) = self.best_profile(window)?;
         let k = &self.known[p];
         tracing::debug!(
-            "new-voice window at {time:.2} s (long {long}): best {} {s:.3} (window threshold {:.3}), second {second:.3}",
+            "new-voice window at {time:.2} s ({length:?}): best {} {s:.3} (window threshold {:.3}), second {second:.3}",
             k.name,
             k.window_threshold,
         );
@@ -857,19 +875,24 @@ impl Identifier {
                 seed,
             })
         };
+        let long = length != WindowLength::Short;
+        let seed = match length {
+            WindowLength::Trusted => window.to_vec(),
+            // Too short to move a centroid, so too short to start one alone.
+            _ => toward(window.to_vec(), &k.centroid),
+        };
         if long && s >= k.window_threshold {
-            return named(self, s, window.to_vec());
+            return named(self, s, seed);
         }
         if !long && s >= k.window_threshold && s - second >= self.cfg.short_window_margin {
-            // A short window alone makes a poor centroid: start between it and the profile.
-            return named(self, s, toward(window.to_vec(), &k.centroid));
+            return named(self, s, seed);
         }
         let backed = self
             .recent
             .iter()
             .any(|e| e.profile == p && e.similarity >= k.threshold);
         if long && s >= k.threshold && backed {
-            return named(self, s, window.to_vec());
+            return named(self, s, seed);
         }
         self.recent.push(Evidence {
             time,
@@ -1050,6 +1073,47 @@ mod tests {
     }
 
     #[test]
+    fn a_window_too_short_to_move_a_centroid_names_but_does_not_seed_alone() {
+        let k = known(&[("Alice", 1), ("Bob", 2)]);
+        let none = |_: &str| false;
+        let typical = mix(&k[0].centroid, &unit(20), 0.5);
+        let weak = mix(&k[0].centroid, &unit(21), 1.33);
+        // A trusted window starts the speaker from itself.
+        let mut id = Identifier::new(k.clone(), MatchConfig::default());
+        let m = id
+            .match_new_voice(&typical, 1.0, WindowLength::Trusted, &[], none)
+            .expect("a typical trusted window");
+        assert_eq!(m.seed, typical);
+        // A naming-length window names alone as well (no `short_window_margin` needed), but the
+        // speaker starts between it and the profile.
+        let strict = MatchConfig {
+            short_window_margin: 2.0,
+            ..MatchConfig::default()
+        };
+        let mut id = Identifier::new(k.clone(), strict.clone());
+        let m = id
+            .match_new_voice(&typical, 1.0, WindowLength::Naming, &[], none)
+            .expect("a typical naming window");
+        assert_eq!(m.profile, 0);
+        assert!(dot(&m.seed, &k[0].centroid) > dot(&typical, &k[0].centroid) + 0.01);
+        let mut id = Identifier::new(k.clone(), strict.clone());
+        assert_eq!(
+            id.match_new_voice(&typical, 1.0, WindowLength::Short, &[], none),
+            None
+        );
+        // Named by two agreeing windows at `threshold`, the newer naming-length: the same seed.
+        let mut id = Identifier::new(k.clone(), strict.clone());
+        assert_eq!(
+            id.match_new_voice(&weak, 1.0, WindowLength::Short, &[], none),
+            None
+        );
+        let m = id
+            .match_new_voice(&weak, 1.3, WindowLength::Naming, &[], none)
+            .expect("two agreeing windows");
+        assert!(dot(&m.seed, &k[0].centroid) > dot(&weak, &k[0].centroid) + 0.01);
+    }
+
+    #[test]
     fn new_voice_named_from_one_typical_window_or_two_agreeing_ones() {
         let k = known(&[("Alice", 1), ("Bob", 2)]);
         let cfg = MatchConfig::default();
@@ -1059,17 +1123,23 @@ mod tests {
         let weak = mix(&k[0].centroid, &unit(21), 1.33);
         let mut id = Identifier::new(k.clone(), cfg.clone());
         assert_eq!(
-            id.match_new_voice(&typical, 1.0, true, &[], none)
+            id.match_new_voice(&typical, 1.0, WindowLength::Trusted, &[], none)
                 .map(|m| m.profile),
             Some(0)
         );
         // Above `threshold` but below `window_threshold`: a second such window is needed, and it
         // must come within `new_voice_span`.
         let mut id = Identifier::new(k.clone(), cfg.clone());
-        assert_eq!(id.match_new_voice(&weak, 1.0, true, &[], none), None);
-        assert_eq!(id.match_new_voice(&weak, 9.0, true, &[], none), None);
         assert_eq!(
-            id.match_new_voice(&weak, 10.0, true, &[], none)
+            id.match_new_voice(&weak, 1.0, WindowLength::Trusted, &[], none),
+            None
+        );
+        assert_eq!(
+            id.match_new_voice(&weak, 9.0, WindowLength::Trusted, &[], none),
+            None
+        );
+        assert_eq!(
+            id.match_new_voice(&weak, 10.0, WindowLength::Trusted, &[], none)
                 .map(|m| m.profile),
             Some(0)
         );
@@ -1078,7 +1148,7 @@ mod tests {
         // between the window and the profile.
         let mut id = Identifier::new(k.clone(), cfg.clone());
         let m = id
-            .match_new_voice(&typical, 1.0, false, &[], none)
+            .match_new_voice(&typical, 1.0, WindowLength::Short, &[], none)
             .expect("a typical short window");
         assert_eq!(m.profile, 0);
         assert!(dot(&m.seed, &k[0].centroid) > dot(&typical, &k[0].centroid));
@@ -1087,12 +1157,18 @@ mod tests {
             ..cfg.clone()
         };
         let mut id = Identifier::new(k.clone(), strict);
-        assert_eq!(id.match_new_voice(&typical, 1.0, false, &[], none), None);
+        assert_eq!(
+            id.match_new_voice(&typical, 1.0, WindowLength::Short, &[], none),
+            None
+        );
         // ... and a short window that does not name backs a long one.
         let mut id = Identifier::new(k.clone(), cfg.clone());
-        assert_eq!(id.match_new_voice(&weak, 1.0, false, &[], none), None);
         assert_eq!(
-            id.match_new_voice(&weak, 1.5, true, &[], none)
+            id.match_new_voice(&weak, 1.0, WindowLength::Short, &[], none),
+            None
+        );
+        assert_eq!(
+            id.match_new_voice(&weak, 1.5, WindowLength::Trusted, &[], none)
                 .map(|m| m.profile),
             Some(0)
         );
@@ -1102,36 +1178,48 @@ mod tests {
         let mut id = Identifier::new(k.clone(), cfg.clone());
         let short = |seed| mix(&k[0].centroid, &unit(seed), 1.9);
         assert!(dot(&short(23), &k[0].centroid) < k[0].threshold);
-        assert_eq!(id.match_new_voice(&short(23), 1.0, false, &[], none), None);
+        assert_eq!(
+            id.match_new_voice(&short(23), 1.0, WindowLength::Short, &[], none),
+            None
+        );
         let m = id
-            .match_new_voice(&short(24), 1.5, false, &[], none)
+            .match_new_voice(&short(24), 1.5, WindowLength::Short, &[], none)
             .expect("named from two windows");
         assert_eq!(m.profile, 0);
         assert!(m.similarity >= k[0].threshold, "{}", m.similarity);
         assert!(dot(&m.seed, &k[0].centroid) > m.similarity);
         // ... but not when they are further apart than `new_voice_span`.
         let mut id = Identifier::new(k.clone(), cfg.clone());
-        assert_eq!(id.match_new_voice(&short(23), 1.0, false, &[], none), None);
-        assert_eq!(id.match_new_voice(&short(24), 9.0, false, &[], none), None);
+        assert_eq!(
+            id.match_new_voice(&short(23), 1.0, WindowLength::Short, &[], none),
+            None
+        );
+        assert_eq!(
+            id.match_new_voice(&short(24), 9.0, WindowLength::Short, &[], none),
+            None
+        );
         // An unknown voice never; a window that an existing speaker explains about as well, never.
         let mut id = Identifier::new(k.clone(), cfg.clone());
         for t in 0..5 {
             assert_eq!(
-                id.match_new_voice(&unit(30 + t), t as f64, true, &[], none),
+                id.match_new_voice(&unit(30 + t), t as f64, WindowLength::Trusted, &[], none),
                 None
             );
         }
         let near = vec![mix(&typical, &unit(22), 0.2)];
-        assert_eq!(id.match_new_voice(&typical, 1.0, true, &near, none), None);
+        assert_eq!(
+            id.match_new_voice(&typical, 1.0, WindowLength::Trusted, &near, none),
+            None
+        );
         // A profile already naming a speaker, or blocked by a user's name, is not offered again.
         id.seed(0, 0);
         assert_eq!(
-            id.match_new_voice(&typical, 2.0, true, &[unit(40)], none),
+            id.match_new_voice(&typical, 2.0, WindowLength::Trusted, &[unit(40)], none),
             None
         );
         let mut id = Identifier::new(k, cfg);
         assert_eq!(
-            id.match_new_voice(&typical, 1.0, true, &[], |n| n == "Alice"),
+            id.match_new_voice(&typical, 1.0, WindowLength::Trusted, &[], |n| n == "Alice"),
             None
         );
     }

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use crate::cluster::{ClusterConfig, OnlineClusterer};
 use crate::events::{Event, Health, Status, Turn};
+use crate::profiles::WindowLength;
 use crate::{Result, SAMPLE_RATE};
 
 /// Samples per tick (10 ms).
@@ -583,13 +584,14 @@ impl TurnTracker {
     /// a known voice is named from its first windows instead of after the clusterer has gathered
     /// `new_speaker_windows` of them. Windows shorter than `MatchConfig::naming_window` name a
     /// voice alone only under a stricter bar, and count towards the evidence of its first windows;
-    /// the speaker starts from the long window that named it or else between the evidence and the
-    /// profile.
+    /// the speaker starts from the trusted window that named it or else between the evidence and
+    /// the profile.
     fn start_known_voice(
         &mut self,
         embedding: &[f32],
         start: u64,
         end: u64,
+        trusted: bool,
     ) -> Option<crate::cluster::Assignment> {
         self.identity.as_ref()?;
         let mut unit = embedding.to_vec();
@@ -598,8 +600,14 @@ impl TurnTracker {
         }
         let taken = self.user_names();
         let id = self.identity.as_mut()?;
-        let long = secs(end - start) >= id.cfg.naming_window - 1e-6;
-        let m = id.match_new_voice(&unit, secs(end), long, self.clusterer.centroids(), |n| {
+        let length = if trusted {
+            WindowLength::Trusted
+        } else if secs(end - start) >= id.cfg.naming_window - 1e-6 {
+            WindowLength::Naming
+        } else {
+            WindowLength::Short
+        };
+        let m = id.match_new_voice(&unit, secs(end), length, self.clusterer.centroids(), |n| {
             taken.iter().any(|t| t == n)
         })?;
         let (p, sim) = (m.profile, m.similarity);
@@ -856,7 +864,7 @@ impl TurnTracker {
             } => {
                 let t = secs(end);
                 self.sync_named();
-                let assigned = match self.start_known_voice(&embedding, start, end) {
+                let assigned = match self.start_known_voice(&embedding, start, end, trusted) {
                     Some(a) => Some(a),
                     None => self.clusterer.assign(&embedding, t, trusted),
                 };
