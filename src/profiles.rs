@@ -876,22 +876,19 @@ impl Identifier {
             })
         };
         let long = length != WindowLength::Short;
-        let seed = match length {
-            WindowLength::Trusted => window.to_vec(),
-            // Too short to move a centroid, so too short to start one alone.
-            _ => toward(window.to_vec(), &k.centroid),
-        };
-        if long && s >= k.window_threshold {
-            return named(self, s, seed);
-        }
-        if !long && s >= k.window_threshold && s - second >= self.cfg.short_window_margin {
-            return named(self, s, seed);
-        }
-        let backed = self
-            .recent
-            .iter()
-            .any(|e| e.profile == p && e.similarity >= k.threshold);
-        if long && s >= k.threshold && backed {
+        let alone = s >= k.window_threshold && (long || s - second >= self.cfg.short_window_margin);
+        let backed = long
+            && s >= k.threshold
+            && self
+                .recent
+                .iter()
+                .any(|e| e.profile == p && e.similarity >= k.threshold);
+        if alone || backed {
+            let seed = match length {
+                WindowLength::Trusted => window.to_vec(),
+                // Too short to move a centroid, so too short to start one alone.
+                _ => toward(window.to_vec(), &k.centroid),
+            };
             return named(self, s, seed);
         }
         self.recent.push(Evidence {
